@@ -1,0 +1,78 @@
+"""What the pipeline knows about datasets and methods, without importing torch.
+
+The DAG, the config validation and the grid need names, modalities and class counts; the
+heavy implementations (mla/data, mla/methods) register under the same names, and a test
+checks that the two agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset's modalities (in the order used everywhere) and its family.
+
+    ``family`` decides where its files live: generated (``builtin``) data under
+    ``data/raw/builtin/<name>``, real datasets under ``data/raw/<name>``.
+    ``paper_key`` names the paper dataset whose published numbers are shown beside it.
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+    n_classes: int
+    family: str
+    paper_key: str
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A training method's grid-level facts.
+
+    ``per_modality``: one run per modality (``unimodal``). ``modality_counts``: how many
+    modalities it supports.
+    """
+
+    name: str
+    per_modality: bool = False
+    modality_counts: tuple[int, ...] = (2, 3)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        DatasetInfo("builtin_av", ("audio", "video"), 6, "builtin", "cremad"),
+        DatasetInfo("builtin_it", ("image", "text"), 8, "builtin", "food101"),
+        DatasetInfo("builtin_ait", ("audio", "image", "text"), 4, "builtin", "iemocap"),
+    )
+}
+
+METHODS: dict[str, MethodInfo] = {
+    m.name: m
+    for m in (
+        MethodInfo("unimodal", per_modality=True, modality_counts=(1, 2, 3)),
+        MethodInfo("concat"),
+        MethodInfo("mla"),
+    )
+}
+
+# Method names of the paper's Table 1 in its column order (paper_tables.yaml keys).
+PAPER_METHODS = ("sum", "concat", "late_fusion", "film", "bigated", "ogm_ge", "qmf", "mla")
+
+
+def _unknown(kind: str, name: str, valid: dict) -> ValueError:
+    return ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(valid))}")
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The catalog entry of dataset ``name``; unknown names list the valid ones."""
+    if name not in DATASETS:
+        raise _unknown("dataset", name, DATASETS)
+    return DATASETS[name]
+
+
+def method_info(name: str) -> MethodInfo:
+    """The catalog entry of method ``name``; unknown names list the valid ones."""
+    if name not in METHODS:
+        raise _unknown("method", name, METHODS)
+    return METHODS[name]

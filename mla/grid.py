@@ -1,0 +1,196 @@
+"""The one function that enumerates the experiment grid and every output path.
+
+The Snakefile, the report and the tests all call :func:`jobs`; nothing else lists runs.
+No torch here: Snakemake imports this module to build the DAG.
+
+A *job* is one process: one dataset x method x variant, all seeds, so that PyTorch's
+start-up cost is paid once per several runs. Each seed's run has its own directory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mla import catalog
+
+PHASES = ("train", "missing", "ablation")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run (one seed) and where its outputs go."""
+
+    job_id: str
+    seed: int
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """One process of the grid: a dataset x method x variant over all seeds.
+
+    ``options`` override the method's configured options (e.g. ``{"hgm": False}``);
+    ``modality`` is set for per-modality methods (``unimodal``); ``missing_rate`` for the
+    missing-modality phase.
+    """
+
+    phase: str
+    dataset: str
+    method: str
+    tag: str
+    seeds: tuple[int, ...]
+    job_dir: str
+    options: tuple[tuple[str, object], ...] = ()
+    modality: str | None = None
+    missing_rate: float | None = None
+
+    @property
+    def id(self) -> str:
+        """``<phase>/<dataset>/<tag>``: the job's name on the command line."""
+        return f"{self.phase}/{self.dataset}/{self.tag}"
+
+    @property
+    def runs(self) -> list[Run]:
+        return [Run(self.id, s, f"{self.job_dir}/seed{s}") for s in self.seeds]
+
+
+def raw_dir(dataset: str) -> str:
+    """Where a dataset's raw media live."""
+    info = catalog.dataset_info(dataset)
+    return f"data/raw/builtin/{dataset}" if info.family == "builtin" else f"data/raw/{dataset}"
+
+
+def feature_dir(dataset: str) -> str:
+    """Where a dataset's feature store lives."""
+    info = catalog.dataset_info(dataset)
+    return f"data/features/builtin/{dataset}" if info.family == "builtin" else f"data/features/{dataset}"
+
+
+def results_dir(cfg: dict) -> str:
+    return f"results/{cfg['name']}"
+
+
+def report_dir(cfg: dict) -> str:
+    return f"reports/{cfg['name']}"
+
+
+def analysis_dir(cfg: dict, dataset: str) -> str:
+    return f"{results_dir(cfg)}/analysis/{dataset}"
+
+
+def _job(cfg: dict, phase: str, dataset: str, method: str, tag: str, **kw) -> Job:
+    return Job(
+        phase=phase,
+        dataset=dataset,
+        method=method,
+        tag=tag,
+        seeds=tuple(cfg["seeds"]),
+        job_dir=f"{results_dir(cfg)}/{phase}/{dataset}/{tag}",
+        **kw,
+    )
+
+
+def _supports(method: str, dataset: str) -> bool:
+    n = len(catalog.dataset_info(dataset).modalities)
+    return n in catalog.method_info(method).modality_counts
+
+
+def _method_jobs(cfg: dict, phase: str, dataset: str, method: str, suffix: str = "", **kw) -> list[Job]:
+    if not _supports(method, dataset):
+        return []
+    if catalog.method_info(method).per_modality:
+        return [
+            _job(cfg, phase, dataset, method, f"{method}-{m}{suffix}", modality=m, **kw)
+            for m in catalog.dataset_info(dataset).modalities
+        ]
+    return [_job(cfg, phase, dataset, method, f"{method}{suffix}", **kw)]
+
+
+def rate_tag(rate: float) -> str:
+    """0.3 -> ``eta30``: missing rates as integer percent in paths."""
+    return f"eta{round(rate * 100):02d}"
+
+
+def jobs(cfg: dict) -> list[Job]:
+    """Every training job of the config's grid, in a stable order.
+
+    - train: datasets x methods (Table 1; ``unimodal`` once per modality);
+    - missing: missing.datasets x missing.methods x missing.rates (Table 2);
+    - ablation: ablation.datasets x ablation.variants of ``mla`` (Table 3).
+    """
+    out: list[Job] = []
+    for d in cfg["datasets"]:
+        for m in cfg["methods"]:
+            out += _method_jobs(cfg, "train", d, m)
+    for d in cfg["missing"]["datasets"]:
+        for m in cfg["missing"]["methods"]:
+            for r in cfg["missing"]["rates"]:
+                out += _method_jobs(cfg, "missing", d, m, f"-{rate_tag(r)}", missing_rate=float(r))
+    for d in cfg["ablation"]["datasets"]:
+        for name, opts in sorted(cfg["ablation"]["variants"].items()):
+            out.append(_job(cfg, "ablation", d, "mla", f"mla-{name}", options=tuple(sorted(opts.items()))))
+    return out
+
+
+def runs(cfg: dict) -> list[Run]:
+    """Every run (job x seed) of the grid."""
+    return [r for j in jobs(cfg) for r in j.runs]
+
+
+def job_by_id(cfg: dict, job_id: str) -> Job:
+    """Look a job up by ``<phase>/<dataset>/<tag>``; unknown ids list a few valid ones."""
+    for j in jobs(cfg):
+        if j.id == job_id:
+            return j
+    valid = [j.id for j in jobs(cfg)]
+    raise ValueError(f"unknown job {job_id!r}; valid jobs include: {', '.join(valid[:8])} ...")
+
+
+def analysis_jobs(cfg: dict) -> dict[str, list[Job]]:
+    """Per analysed dataset, the train jobs whose checkpoints the analysis compares."""
+    by_id = {j.id: j for j in jobs(cfg)}
+    return {
+        d: [by_id[f"train/{d}/{m}"] for m in cfg["analysis"]["methods"]]
+        for d in cfg["analysis"]["datasets"]
+    }
+
+
+def stage_dirs(cfg: dict) -> dict[str, list[str]]:
+    """The directory each DVC stage owns (disjoint): every output path lies in exactly one."""
+    families = sorted({catalog.dataset_info(d).family for d in cfg["datasets"]})
+    data = []
+    for fam in families:
+        if fam == "builtin":
+            data += ["data/raw/builtin", "data/features/builtin"]
+        else:
+            data += [raw_dir(d) for d in cfg["datasets"] if catalog.dataset_info(d).family == fam]
+            data += [feature_dir(d) for d in cfg["datasets"] if catalog.dataset_info(d).family == fam]
+    res = results_dir(cfg)
+    return {
+        "data": data,
+        "train": [f"{res}/train"],
+        "missing": [f"{res}/missing"],
+        "ablation": [f"{res}/ablation"],
+        "analysis": [f"{res}/analysis"],
+        "report": [report_dir(cfg)],
+    }
+
+
+def all_output_paths(cfg: dict) -> list[str]:
+    """Every output path the grid produces (data, runs, analyses, report)."""
+    paths = [raw_dir(d) for d in cfg["datasets"]] + [feature_dir(d) for d in cfg["datasets"]]
+    for j in jobs(cfg):
+        paths += [j.job_dir] + [r.run_dir for r in j.runs]
+    paths += [analysis_dir(cfg, d) for d in cfg["analysis"]["datasets"]]
+    paths.append(report_dir(cfg))
+    return paths
+
+
+def owning_stages(cfg: dict, path: str) -> list[str]:
+    """The DVC stages whose directories contain ``path``."""
+    p = Path(path)
+    return [
+        stage
+        for stage, dirs in stage_dirs(cfg).items()
+        if any(p == Path(d) or Path(d) in p.parents for d in dirs)
+    ]
