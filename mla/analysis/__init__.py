@@ -1,0 +1,1 @@
+"""Analyses of trained encoders' test-set features: modality gap and t-SNE (no torch)."""

@@ -1,0 +1,58 @@
+"""Test-set embeddings of trained models (the input of the modality-gap analysis)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mla import grid
+from mla.batches import eval_batches
+from mla.io import save_npz
+from mla.methods.base import Method
+from mla.train import DatasetArrays, build_method, load_dataset, set_threads, split_tensors
+
+
+def load_trained(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> Method:
+    """Rebuild a run's method and load its selected checkpoint (tensors only, no code)."""
+    run_dir = f"{job.job_dir}/seed{seed}"
+    ckpt = torch.load(f"{run_dir}/checkpoint.pt", map_location="cpu", weights_only=True)
+    modalities = (job.modality,) if job.modality else ds.modalities
+    method = build_method(cfg, job, ds, modalities)
+    method.load_state_dict(ckpt["state_dict"])
+    return method.eval()
+
+
+@torch.no_grad()
+def test_embeddings(method: Method, data, batch_size: int) -> dict[str, np.ndarray]:
+    """``features_<modality>`` (N, s) for every test example, and ``labels``."""
+    feats: dict[str, list[np.ndarray]] = {m: [] for m in method.modalities}
+    for batch in eval_batches(data, batch_size):
+        for m, f in method.embed(batch).items():
+            feats[m].append(f.numpy())
+    out = {f"features_{m}": np.concatenate(v).astype(np.float32) for m, v in feats.items()}
+    out["labels"] = data.labels.numpy()
+    return out
+
+
+def analyse_dataset(cfg: dict, dataset: str) -> None:
+    """Write embeddings of each compared method, then the gap and t-SNE, atomically."""
+    from mla.analysis.tsne import analyse
+
+    set_threads(cfg["threads"])
+    seed = cfg["analysis"]["seed"]
+    ds = load_dataset(dataset)
+    out = Path(grid.analysis_dir(cfg, dataset))
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for job in grid.analysis_jobs(cfg)[dataset]:
+        method = load_trained(cfg, job, ds, seed)
+        data, _ = split_tensors(ds, method.modalities, seed, None)
+        save_npz(tmp / f"embeddings_{job.method}.npz",
+                 test_embeddings(method, data["test"], cfg["training"]["eval_batch_size"]))
+    analyse(cfg, dataset, str(tmp))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)

@@ -1,0 +1,95 @@
+"""The ``mla`` command (also ``python -m mla``): one subcommand per pipeline step.
+
+Every subcommand takes the config file and explicit paths or a job id from the grid, so the
+Snakemake rules stay thin. Heavy imports happen inside the subcommands.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mla import config as config_mod, grid
+
+
+def _cfg(args: argparse.Namespace) -> dict:
+    return config_mod.load(args.config, args.set or [])
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from mla.data.builtin import generate
+
+    cfg = _cfg(args)
+    if args.dataset not in cfg["data"]:
+        raise config_mod.ConfigError(f"config key data.{args.dataset}: no generator parameters")
+    generate(args.dataset, cfg["data"][args.dataset], args.out)
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from mla.features.extract import build_features
+
+    cfg = _cfg(args)
+    build_features(args.dataset, args.raw, args.out, cfg["features"], cfg["split_seed"], cfg["val_fraction"])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from mla.train import run_job
+
+    cfg = _cfg(args)
+    for job_id in args.job:
+        run_job(cfg, job_id)
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from mla.analysis.embed import analyse_dataset
+
+    analyse_dataset(_cfg(args), args.dataset)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from mla.report.build import build_report
+
+    cfg = _cfg(args)
+    build_report(cfg, args.out or grid.report_dir(cfg))
+
+
+def cmd_jobs(args: argparse.Namespace) -> None:
+    for job in grid.jobs(_cfg(args)):
+        print(job.id)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mla", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--config", default="config/config.yaml", help="experiment config (YAML)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("generate", cmd_generate, "write a built-in dataset's raw media")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--out", required=True)
+    sp = add("features", cmd_features, "decode raw media into the feature store")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--raw", required=True)
+    sp.add_argument("--out", required=True)
+    sp = add("train", cmd_train, "train every seed of one or more grid jobs")
+    sp.add_argument("--job", required=True, action="append", help="<phase>/<dataset>/<tag> (see `mla jobs`)")
+    sp = add("analyze", cmd_analyze, "embeddings, modality gap and t-SNE of one dataset")
+    sp.add_argument("--dataset", required=True)
+    sp = add("report", cmd_report, "tables, figures and report.html")
+    sp.add_argument("--out", default=None)
+    add("jobs", cmd_jobs, "list the grid's job ids")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (config_mod.ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"mla {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

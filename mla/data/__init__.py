@@ -1,0 +1,1 @@
+"""Raw datasets: the built-in synthetic benchmark generator and split helpers."""

@@ -1,0 +1,27 @@
+"""``unimodal``: one encoder and its own linear head trained alone (the Table 1 reference)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mla.methods.base import METHODS, Method, cross_entropy
+
+
+@METHODS.register("unimodal")
+class Unimodal(Method):
+    """Encoder + Linear(s, C) on the run's single modality; ``multi`` equals its prediction."""
+
+    modality_counts = (1,)
+
+    def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
+        super().__init__(encoders, n_classes, feature_dim, **options)
+        self.head = nn.Linear(feature_dim, n_classes)
+
+    def train_step(self, batch: dict, optimizer: torch.optim.Optimizer) -> float:
+        (m,) = self.modalities
+        return self.optimise(cross_entropy(self.head(self.encoders[m](batch[m])), batch["label"]), optimizer)
+
+    def predict(self, batch: dict) -> dict[str, torch.Tensor]:
+        (m,) = self.modalities
+        logits = self.head(self.encoders[m](batch[m]))
+        return {m: logits, "multi": logits}

@@ -1,0 +1,1 @@
+"""Encoders per modality (registry ``ENCODERS``) and heads."""

@@ -1,0 +1,48 @@
+"""``build_report(cfg, out_dir)``: every report file from the grid's results, deterministically."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mla import config as mla_config
+from mla.report import claims as claims_mod
+from mla.report import figures, tables
+from mla.report.collect import collect, load_gaps, provenance
+from mla.report.html import report_html
+
+
+def build_report(cfg: dict, out_dir: str) -> None:
+    """Write table{1,2,3}/selection/modality_gap .{md,csv,html}, claims.md, figures, metrics.json
+    and report.html into ``out_dir``. A result file missing for a job of the grid is an error."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results, gaps, paper = collect(cfg), load_gaps(cfg), tables.load_paper()
+
+    tabs = [tables.table1(cfg, results, paper), tables.table2(cfg, results, paper),
+            tables.table3(cfg, results, paper), tables.selection_table(cfg, results)]
+    if cfg["analysis"]["datasets"]:
+        tabs.append(tables.gap_table(cfg, gaps, paper))
+    for t in tabs:
+        tables.write_table(t, out)
+
+    claims = claims_mod.evaluate(cfg, results, gaps, paper)
+    (out / "claims.md").write_text(claims_mod.claims_md(claims), encoding="utf-8")
+
+    figs = {"training_curves": figures.training_curves_figure(cfg, results, out / "training_curves.png")}
+    gap_fig = figures.modality_gap_figure(cfg, gaps, out / "modality_gap.png")
+    if gap_fig is not None:
+        figs["modality_gap"] = gap_fig
+
+    config_sha = hashlib.sha256(mla_config.dump(cfg).encode()).hexdigest()
+    prov = provenance(results)
+    metrics = {
+        "config": cfg["name"],
+        "config_sha256": config_sha,
+        "std": "sample standard deviation over seeds (ddof=1); null for a single seed",
+        **{t.name: t.values() for t in tabs},
+        "claims": claims_mod.claims_values(claims),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, sort_keys=True, indent=2, allow_nan=False) + "\n",
+                                      encoding="utf-8")
+    (out / "report.html").write_text(report_html(cfg, tabs, claims, figs, prov, config_sha), encoding="utf-8")

@@ -1,0 +1,21 @@
+# Analysis phase: test-set embeddings of the compared methods, modality gap, t-SNE.
+
+
+rule analyze:
+    input:
+        runs=lambda w: [j.job_dir for j in grid.analysis_jobs(CFG)[w.dataset]],
+        code=CODE_ANALYSIS,
+    output:
+        directory(f"{RES}/analysis/{{dataset}}"),
+    params:
+        analysis=json.dumps(CFG["analysis"], sort_keys=True),
+    log:
+        f"logs/{NAME}/analysis/{{dataset}}.log",
+    threads: 1
+    shell:
+        "python -m mla analyze --config {CONFIG_FILE} --dataset {wildcards.dataset} > {log} 2>&1"
+
+
+rule phase_analysis:
+    input:
+        [grid.analysis_dir(CFG, d) for d in CFG["analysis"]["datasets"]],

@@ -1,0 +1,37 @@
+# Data phase: generate the built-in benchmark's raw media, then decode every dataset once
+# into its feature store (shards + manifest).
+
+
+rule generate_builtin:
+    input:
+        code=CODE_DATA,
+    output:
+        directory("data/raw/builtin/{dataset}"),
+    params:
+        generator=lambda w: json.dumps(CFG["data"][w.dataset], sort_keys=True),
+    log:
+        "logs/data/generate_{dataset}.log",
+    threads: 1
+    shell:
+        "python -m mla generate --config {CONFIG_FILE} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule features_builtin:
+    input:
+        raw="data/raw/builtin/{dataset}",
+        code=CODE_FEATURES,
+    output:
+        directory("data/features/builtin/{dataset}"),
+    params:
+        features=json.dumps([CFG["features"], CFG["split_seed"], CFG["val_fraction"]], sort_keys=True),
+    log:
+        "logs/data/features_{dataset}.log",
+    threads: 1
+    shell:
+        "python -m mla features --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+        "--raw {input.raw} --out {output} > {log} 2>&1"
+
+
+rule phase_data:
+    input:
+        [grid.feature_dir(d) for d in CFG["datasets"]],

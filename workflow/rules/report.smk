@@ -1,0 +1,27 @@
+# Report phase: Tables 1-3 beside the paper's numbers, claims, figures, report.html.
+
+REPORT_FILES = [
+    f"{REP}/{stem}.{ext}" for stem in ("table1", "table2", "table3") for ext in ("md", "csv", "html")
+] + [f"{REP}/report.html", f"{REP}/metrics.json", f"{REP}/modality_gap.png", f"{REP}/training_curves.png"]
+
+
+rule report:
+    input:
+        jobs=[j.job_dir for j in JOBS.values()],
+        analysis=[grid.analysis_dir(CFG, d) for d in CFG["analysis"]["datasets"]],
+        code=CODE_REPORT,
+    output:
+        [f for f in REPORT_FILES if not f.endswith((".png", "report.html"))],
+        html=report(f"{REP}/report.html", category="Report"),
+        gap=report(f"{REP}/modality_gap.png", category="Figures"),
+        curves=report(f"{REP}/training_curves.png", category="Figures"),
+    log:
+        f"logs/{NAME}/report.log",
+    threads: 1
+    shell:
+        "python -m mla report --config {CONFIG_FILE} --out {REP} > {log} 2>&1"
+
+
+rule phase_report:
+    input:
+        REPORT_FILES,

@@ -1,0 +1,23 @@
+# Train phase (Table 1): datasets x methods x seeds, one process per job (all its seeds).
+
+
+rule train:
+    input:
+        unpack(train_inputs("train")),
+    output:
+        directory(f"{RES}/train/{{dataset}}/{{tag}}"),
+    params:
+        job=lambda w: f"train/{w.dataset}/{w.tag}",
+        fingerprint=train_params("train"),
+    log:
+        f"logs/{NAME}/train/{{dataset}}/{{tag}}.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+    shell:
+        "python -m mla train --config {CONFIG_FILE} --job {params.job} > {log} 2>&1"
+
+
+rule phase_train:
+    input:
+        [j.job_dir for j in JOBS.values() if j.phase == "train"],
