@@ -26,7 +26,7 @@ def entropy_weights(logits: torch.Tensor, present: torch.Tensor | None = None) -
     The max-entropy shift of Eq. (8) cancels; softmax's own shift keeps it stable. Absent
     modalities get weight 0 and the rest are renormalised. (M, B, C) -> (M, B).
     """
-    score = -entropy(logits).masked_fill(~_present(logits, present), float("-inf"))
+    score = (-entropy(logits)).masked_fill(~_present(logits, present), float("-inf"))
     return torch.softmax(score, dim=0)
 
 

@@ -27,8 +27,8 @@ For every sample and every modality m *independently*, the modality displays a c
 * **video** (``VideoMP4/<id>.mp4``, MPEG-4 Part 2, quantiser fixed at 1, 32x32 RGB, 8 frames at 8 fps): on a dark
   background (0.1) one bright grey blob (Gaussian, sigma 1.5 px, peak 0.95) moves 2 px per frame in the
   class direction ``360 * k / C`` degrees (counter-clockwise from +x, image y pointing down), its trajectory
-  centred on a random point in [12, 20]^2. The blob drags a fading trail (motion streak: blobs of peak 0.5,
-  0.3, 0.15 at 1.2, 2.4, 3.6 px behind the head), so the direction is visible in single frames too. One
+  centred on a random point in [12, 20]^2. The blob drags a fading comet trail (blobs of peak 0.7, 0.55,
+  0.4, 0.25, 0.1 at 2, 4, 6, 8, 10 px behind the head), so the direction is visible in single frames too. One
   static distractor blob (same size and peak, no trail) sits at a random point in [4, 28]^2. Grey Gaussian
   pixel noise of std ``noise`` (on a 0..1 scale, i.i.d. per pixel and frame, equal in R, G and B) is added,
   then values are clipped to [0, 1] and quantised to uint8. The content is grey on purpose: 4:2:0 chroma
@@ -73,7 +73,7 @@ from mla.features.extract import MEDIA as MEDIA_LAYOUT  # raw sub-directory and 
 from mla.features.store import atomic_directory
 from mla.io import write_json
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # The built-in datasets' modalities and class counts come from the catalog.
 DATASETS: dict[str, dict] = {
@@ -234,9 +234,10 @@ def render_video(rng: np.random.Generator, k: int, noise: float, n_classes: int)
     step = 2.0 * np.array([-np.sin(theta), np.cos(theta)])  # image y points down
     still = 0.85 * _gauss(distractor[0], distractor[1], 1.5)
     heads = mid + (np.arange(N_FRAMES) - (N_FRAMES - 1) / 2.0)[:, None] * step  # (F, 2)
-    # head plus a fading trail of three points behind it, 0.6 steps apart: (F, 4, 2) centres
-    pts = heads[:, None, :] - 0.6 * np.arange(4)[None, :, None] * step
-    amps = np.array([0.85, 0.5, 0.3, 0.15])[None, :, None, None]
+    # head plus a fading comet trail of five points behind it, one step (2 px) apart, so that
+    # single frames show the direction too: (F, 6, 2) centres
+    pts = heads[:, None, :] - np.arange(6)[None, :, None] * step
+    amps = np.array([0.85, 0.7, 0.55, 0.4, 0.25, 0.1])[None, :, None, None]
     frames = np.maximum(still, (amps * _gauss(pts[..., 0], pts[..., 1], 1.5)).max(axis=1))
     return np.repeat(_to_uint8(0.1 + frames[..., None] + noise * pixel_noise), 3, axis=-1)
 

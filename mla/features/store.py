@@ -23,7 +23,6 @@ from typing import Any, Iterator
 import numpy as np
 
 from mla.data.splits import sha256_file
-from mla.io import write_json
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"

@@ -44,19 +44,24 @@ class ResNet18(nn.Module):
     As in the released code's backbone (OGM-GE's ResNet-18), spectrograms enter as one
     channel and video as frames: (B, T, 3, H, W) runs as B*T images whose maps are averaged
     over time and space. The last stage has ``out_dim`` channels (512 in the paper, width 64).
-    Small inputs get a 3x3 stem without max-pooling instead of the 7x7/2 stem [ours].
+    ``stem="imagenet"`` is ResNet-18's own stem (7x7/2 convolution + 3x3/2 max-pooling, as in
+    [C]); ``stem="small"`` is a 3x3/1 convolution for tiny inputs.
     """
 
-    def __init__(self, modality: str, out_dim: int, width: int = 64, stem_stride: int = 1,
+    def __init__(self, modality: str, out_dim: int, width: int = 64, stem: str = "imagenet",
                  layers: tuple[int, ...] = (2, 2, 2, 2)) -> None:
         super().__init__()
         if out_dim != 8 * width:
             raise ValueError(f"resnet18 for {modality}: out_dim {out_dim} must be 8 x width ({8 * width})")
         self.in_channels = 1 if modality == "audio" else 3
+        if stem not in ("imagenet", "small"):
+            raise ValueError(f"resnet18 for {modality}: stem {stem!r}; valid: imagenet, small")
+        big = stem == "imagenet"
         self.stem = nn.Sequential(
-            nn.Conv2d(self.in_channels, width, 3, stem_stride, 1, bias=False),
+            nn.Conv2d(self.in_channels, width, 7 if big else 3, 2 if big else 1, 3 if big else 1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
+            *([nn.MaxPool2d(3, 2, 1)] if big else []),
         )
         blocks, c_in = [], width
         for i, n in enumerate(layers):

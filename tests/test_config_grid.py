@@ -1,0 +1,108 @@
+"""Config validation, the registries and the grid function (no torch)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mla import catalog, config, grid
+from mla.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "config.yaml"
+
+
+def test_default_config_is_valid_and_named():
+    cfg = config.load(CONFIG)
+    assert cfg["name"] == "builtin"
+    for key in ("seeds", "datasets", "methods"):
+        assert isinstance(cfg[key], list)
+
+
+@pytest.mark.parametrize(
+    "override, culprit",
+    [
+        ("training.epochs=ten", "training.epochs"),
+        ("training.epocs=3", "training.epocs"),
+        ("bogus=1", "bogus"),
+        ("method_options.mla.hgm=[1]", None),  # option values are checked by the method
+        ("seeds=3", "seeds"),
+        ("missing.masking=random", "missing.masking"),
+    ],
+)
+def test_config_errors_name_the_key(override, culprit):
+    if culprit is None:
+        config.load(CONFIG, [override])
+        return
+    with pytest.raises(config.ConfigError, match=re.escape(culprit)):
+        config.load(CONFIG, [override])
+
+
+def test_unknown_dataset_or_method_lists_valid_names():
+    with pytest.raises(config.ConfigError, match="valid names: builtin_ait, builtin_av, builtin_it"):
+        config.load(CONFIG, ["datasets=[cremad_typo]"])
+    with pytest.raises(config.ConfigError, match="valid names: .*concat.*mla"):
+        config.load(CONFIG, ["methods=[mla, magic]"])
+
+
+def test_override_of_missing_section_is_an_error(tmp_path):
+    with pytest.raises(config.ConfigError, match="unknown config key nope \\(in override"):
+        config.load(CONFIG, ["nope.deeper.x=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(config.ConfigError, match="mapping"):
+        config.load(bad)
+
+
+def test_registry_lists_valid_names():
+    reg = Registry("widget")
+    reg.register("a")(dict)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a")(dict)
+    with pytest.raises(KeyError, match="unknown widget 'b'; valid names: a"):
+        reg.create("b")
+
+
+def test_grid_jobs_cover_tables_and_are_unique():
+    cfg = config.load(CONFIG)
+    jobs = grid.jobs(cfg)
+    ids = [j.id for j in jobs]
+    assert len(ids) == len(set(ids))
+    # Table 1: every dataset x method (unimodal once per modality).
+    for d in cfg["datasets"]:
+        mods = catalog.dataset_info(d).modalities
+        for m in mods:
+            assert f"train/{d}/unimodal-{m}" in ids
+        assert f"train/{d}/concat" in ids and f"train/{d}/mla" in ids
+    # Table 2 and 3.
+    rates = {j.missing_rate for j in jobs if j.phase == "missing"}
+    assert rates == set(cfg["missing"]["rates"])
+    assert all(dict(j.options) == {"hgm": False} for j in jobs if j.phase == "ablation")
+    runs = grid.runs(cfg)
+    assert len(runs) == len(jobs) * len(cfg["seeds"])
+    assert len({r.run_dir for r in runs}) == len(runs)
+
+
+def test_every_output_path_lies_in_exactly_one_dvc_stage():
+    cfg = config.load(CONFIG)
+    for path in grid.all_output_paths(cfg):
+        assert len(grid.owning_stages(cfg, path)) == 1, path
+    # dvc.yaml declares exactly these directories (the report stage lists its files).
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    for stage, dirs in grid.stage_dirs(cfg).items():
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in dvc["stages"][stage]["outs"]]
+        outs = [o.replace("${name}", cfg["name"]) for o in outs]
+        for o in outs:
+            assert any(o == d or o.startswith(d + "/") for d in dirs), (stage, o)
+        declared = outs + [next(iter(m)).replace("${name}", cfg["name"])
+                           for key in ("metrics", "plots") for m in dvc["stages"][stage].get(key, [])]
+        for d in dirs:
+            assert any(o == d or o.startswith(d + "/") for o in declared), (stage, d)
+
+
+def test_job_lookup_errors_list_jobs():
+    cfg = config.load(CONFIG)
+    with pytest.raises(ValueError, match="valid jobs include: train/builtin_av/unimodal-audio"):
+        grid.job_by_id(cfg, "train/builtin_av/nothing")
