@@ -4,7 +4,8 @@ A mask is drawn once per split from (run seed, eta, split) and saved with the ru
 
 - ``released``: CPM-Net's ``random_mask`` as the released code runs it (reference E1): every
   sample keeps one random modality, further entries are switched on at random, redrawn until
-  the kept fraction is within 0.005 of 1 - eta. No sample loses every modality; for
+  the kept fraction is within 0.005 of 1 - eta (within one entry, 1/(n M), for splits too small
+  to get that close, where the original would loop for ever). No sample loses every modality; for
   1 - eta <= 1/M exactly one modality is kept, so at eta = 0.7 with M = 3 the realised missing
   fraction is 2/3, not 0.7.
 - ``independent``: the paper's wording, each modality of each sample dropped with
@@ -29,18 +30,21 @@ def released_mask(n: int, m: int, rate: float, rs: np.random.RandomState, max_tr
         return _one_per_sample(rs, n, m)
     if keep == 1.0:
         return np.ones((n, m), dtype=bool)
+    tolerance = max(0.005, 1.0 / (n * m))  # [C] uses 0.005 and never ends on tiny splits
     for _ in range(max_tries):
         base = _one_per_sample(rs, n, m)
         extra = m * n * keep - n  # entries still to switch on after one per sample
         ratio = extra / (m * n)
         draw = rs.randint(0, 100, size=(n, m)) < int(ratio * 100)
         overlap = np.sum(draw & base)
+        if overlap >= extra:  # only possible on tiny splits; [C] would divide by zero here
+            continue
         ratio = extra / (1 - overlap / extra) / (m * n)  # compensate for draws on kept entries
         draw = rs.randint(0, 100, size=(n, m)) < int(ratio * 100)
         mask = draw | base
-        if abs(keep - mask.mean()) < 0.005:
+        if abs(keep - mask.mean()) < tolerance:
             return mask
-    raise RuntimeError(f"released_mask: no mask within 0.005 of keep rate {keep} after {max_tries} draws")
+    raise RuntimeError(f"released_mask: no mask within {tolerance} of keep rate {keep} after {max_tries} draws")
 
 
 def independent_mask(n: int, m: int, rate: float, rs: np.random.RandomState) -> np.ndarray:

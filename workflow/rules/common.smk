@@ -18,7 +18,8 @@ JOBS = {j.id: j for j in grid.jobs(CFG)}
 
 def code(*patterns):
     """Source files a rule depends on, so that a code change reruns exactly its jobs."""
-    return sorted(str(p) for pat in patterns for p in Path(workflow.basedir).glob(pat))
+    base = Path(workflow.basedir)
+    return sorted(str(p.relative_to(base)) for pat in patterns for p in base.glob(pat))
 
 
 CODE_CONFIG = code("mla/config.py", "mla/config_schema.yaml", "mla/catalog.py", "mla/grid.py")
