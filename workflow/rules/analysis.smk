@@ -8,12 +8,15 @@ rule analyze:
     output:
         directory(f"{RES}/analysis/{{dataset}}"),
     params:
+        config=CONFIG_FILE,
         analysis=json.dumps(CFG["analysis"], sort_keys=True),
     log:
         f"logs/{NAME}/analysis/{{dataset}}.log",
+    conda:
+        ENV
     threads: 1
     shell:
-        "python -m mla analyze --config {CONFIG_FILE} --dataset {wildcards.dataset} > {log} 2>&1"
+        "python -m mla analyze --config {params.config} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule phase_analysis:

@@ -10,6 +10,8 @@ from mla import config as mla_config, grid  # noqa: E402
 
 CONFIG_FILE = workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else "config/config.yaml"
 CFG = mla_config.load(CONFIG_FILE)
+# The project environment for `--software-deployment-method conda` (relative to workflow/rules/).
+ENV = "../../environment.yml"
 NAME = CFG["name"]
 RES = grid.results_dir(CFG)
 REP = grid.report_dir(CFG)

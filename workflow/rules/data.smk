@@ -8,12 +8,15 @@ rule generate_builtin:
     output:
         directory("data/raw/builtin/{dataset}"),
     params:
+        config=CONFIG_FILE,
         generator=lambda w: json.dumps(CFG["data"][w.dataset], sort_keys=True),
     log:
         "logs/data/generate_{dataset}.log",
+    conda:
+        ENV
     threads: 1
     shell:
-        "python -m mla generate --config {CONFIG_FILE} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "python -m mla generate --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
 rule features_builtin:
@@ -23,12 +26,15 @@ rule features_builtin:
     output:
         directory("data/features/builtin/{dataset}"),
     params:
+        config=CONFIG_FILE,
         features=json.dumps([CFG["features"], CFG["split_seed"], CFG["val_fraction"]], sort_keys=True),
     log:
         "logs/data/features_{dataset}.log",
+    conda:
+        ENV
     threads: 1
     shell:
-        "python -m mla features --config {CONFIG_FILE} --dataset {wildcards.dataset} "
+        "python -m mla features --config {params.config} --dataset {wildcards.dataset} "
         "--raw {input.raw} --out {output} > {log} 2>&1"
 
 

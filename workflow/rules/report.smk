@@ -15,11 +15,16 @@ rule report:
         html=report(f"{REP}/report.html", category="Report"),
         gap=report(f"{REP}/modality_gap.png", category="Figures"),
         curves=report(f"{REP}/training_curves.png", category="Figures"),
+    params:
+        config=CONFIG_FILE,
+        out=lambda w, output: str(Path(output.html).parent),
     log:
         f"logs/{NAME}/report.log",
+    conda:
+        ENV
     threads: 1
     shell:
-        "python -m mla report --config {CONFIG_FILE} --out {REP} > {log} 2>&1"
+        "python -m mla report --config {params.config} --out {params.out} > {log} 2>&1"
 
 
 rule phase_report:

@@ -7,15 +7,18 @@ rule train:
     output:
         directory(f"{RES}/train/{{dataset}}/{{tag}}"),
     params:
+        config=CONFIG_FILE,
         job=lambda w: f"train/{w.dataset}/{w.tag}",
         fingerprint=train_params("train"),
     log:
         f"logs/{NAME}/train/{{dataset}}/{{tag}}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=3000,
     shell:
-        "python -m mla train --config {CONFIG_FILE} --job {params.job} > {log} 2>&1"
+        "python -m mla train --config {params.config} --job {params.job} > {log} 2>&1"
 
 
 rule phase_train:
