@@ -65,11 +65,19 @@ def to_tensors(arrays: dict[str, np.ndarray], labels: np.ndarray, modalities: tu
 
 def shuffled_batches(data: SplitTensors, batch_size: int, gen: torch.Generator,
                      rows: torch.Tensor | None = None, modalities: tuple[str, ...] | None = None) -> Iterator[dict]:
-    """One shuffled pass over ``rows`` (default: all); the last batch may be smaller."""
+    """One shuffled pass over ``rows`` (default: all); the last batch may be smaller.
+
+    Every example is used: a trailing single example joins the previous batch instead of
+    forming a batch of one, which BatchNorm cannot train on.
+    """
     rows = torch.arange(len(data)) if rows is None else rows
     order = rows[torch.randperm(len(rows), generator=gen)]
-    for i in range(0, len(order), batch_size):
-        yield data.batch(order[i : i + batch_size], modalities)
+    starts = list(range(0, len(order), batch_size))
+    if len(starts) > 1 and len(order) - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(order)
+        yield data.batch(order[start:end], modalities)
 
 
 def eval_batches(data: SplitTensors, batch_size: int) -> Iterator[dict]:
