@@ -50,6 +50,9 @@ def main() -> None:
     proj = tmp / "project"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(proj)], check=True)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--workflow-profile", "none", "all"], cwd=proj,
+                         env=env, capture_output=True, text=True, check=True)
+    totals = re.findall(r"^total\s+(\d+)", dry.stdout + dry.stderr, flags=re.M)
     baseline = used_mib()
     peak = [baseline]
     done = threading.Event()
@@ -67,9 +70,8 @@ def main() -> None:
     done.set()
     if out.returncode:
         sys.exit(f"snakemake failed:\n{out.stderr[-5000:]}")
-    steps = re.findall(r"(\d+) of (\d+) steps", out.stderr)
     result = {
-        "jobs": int(steps[-1][1]) if steps else None,
+        "jobs": int(totals[-1]) if totals else None,
         "wall_s": round(wall, 1),
         "startup_s_per_job": round(startup_s(proj, env), 2),
         "peak_single_process_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),

@@ -28,8 +28,14 @@ class SplitTensors:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def to(self, device: torch.device) -> "SplitTensors":
+        """The same split with every tensor on ``device`` (moved once, not per batch)."""
+        return SplitTensors(self.modalities, {m: x.to(device) for m, x in self.inputs.items()},
+                            self.labels.to(device), self.present.to(device))
+
     def batch(self, index: torch.Tensor, modalities: tuple[str, ...] | None = None) -> dict:
         """The examples at ``index`` (only ``modalities`` if given); absent inputs are zero."""
+        index = index.to(self.labels.device)
         out: dict = {"label": self.labels[index], "index": index, "present": self.present[index]}
         for m in modalities or self.modalities:
             x = self.inputs[m][index]

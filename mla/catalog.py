@@ -51,8 +51,15 @@ METHODS: dict[str, MethodInfo] = {
     m.name: m
     for m in (
         MethodInfo("unimodal", per_modality=True, modality_counts=(1, 2, 3)),
+        MethodInfo("sum"),
         MethodInfo("concat"),
+        MethodInfo("late_fusion"),
+        MethodInfo("film"),
+        MethodInfo("bigated"),
+        MethodInfo("ogm_ge"),
+        MethodInfo("qmf"),
         MethodInfo("mla"),
+        MethodInfo("mla_released"),
     )
 }
 

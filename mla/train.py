@@ -130,8 +130,7 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tuple[d
 
     # --- data -------------------------------------------------------------------------
     data, masks = split_tensors(ds, modalities, seed, missing)
-    if device.type != "cpu":
-        raise NotImplementedError("GPU training paths arrive with the scale-out work")
+    data = {s: t.to(device) for s, t in data.items()}
 
     # --- build ------------------------------------------------------------------------
     method = build_method(cfg, job, ds, modalities).to(device)
