@@ -30,12 +30,14 @@ class MethodInfo:
     """A training method's grid-level facts.
 
     ``per_modality``: one run per modality (``unimodal``). ``modality_counts``: how many
-    modalities it supports.
+    modalities it supports. ``reuses``: a method whose runs (same phase, seed and rate) this
+    one assembles instead of training (``late_fusion`` reuses ``unimodal``).
     """
 
     name: str
     per_modality: bool = False
     modality_counts: tuple[int, ...] = (2, 3)
+    reuses: str | None = None
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -53,7 +55,7 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("unimodal", per_modality=True, modality_counts=(1, 2, 3)),
         MethodInfo("sum"),
         MethodInfo("concat"),
-        MethodInfo("late_fusion"),
+        MethodInfo("late_fusion", reuses="unimodal"),
         MethodInfo("film"),
         MethodInfo("bigated"),
         MethodInfo("ogm_ge"),

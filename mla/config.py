@@ -83,7 +83,7 @@ def _check_names(cfg: dict) -> None:
         for d in cfg[section]["datasets"]:
             if d not in cfg["datasets"]:
                 raise ConfigError(f"config key {section}.datasets: {d} is not in datasets {cfg['datasets']}")
-    for m in cfg["analysis"]["methods"]:
+    for m in cfg["analysis"]["methods"] if cfg["analysis"]["datasets"] else []:
         if m not in cfg["methods"]:
             raise ConfigError(f"config key analysis.methods: {m} is not in methods {cfg['methods']}")
     if cfg["analysis"]["datasets"] and cfg["analysis"]["seed"] not in cfg["seeds"]:

@@ -43,6 +43,7 @@ class Job:
     options: tuple[tuple[str, object], ...] = ()
     modality: str | None = None
     missing_rate: float | None = None
+    needs: tuple[str, ...] = ()  # ids of the jobs whose runs this one assembles (late fusion)
 
     @property
     def id(self) -> str:
@@ -95,9 +96,24 @@ def _supports(method: str, dataset: str) -> bool:
     return n in catalog.method_info(method).modality_counts
 
 
+def _with_reused(methods: list[str]) -> list[str]:
+    """``methods`` preceded by the methods whose runs they reuse (unimodal for late fusion)."""
+    out: list[str] = []
+    for m in methods:
+        reused = catalog.method_info(m).reuses
+        for name in ([reused] if reused else []) + [m]:
+            if name not in out:
+                out.append(name)
+    return out
+
+
 def _method_jobs(cfg: dict, phase: str, dataset: str, method: str, suffix: str = "", **kw) -> list[Job]:
     if not _supports(method, dataset):
         return []
+    reused = catalog.method_info(method).reuses
+    if reused:
+        needs = tuple(j.id for j in _method_jobs(cfg, phase, dataset, reused, suffix, **kw))
+        return [_job(cfg, phase, dataset, method, f"{method}{suffix}", needs=needs, **kw)]
     if catalog.method_info(method).per_modality:
         return [
             _job(cfg, phase, dataset, method, f"{method}-{m}{suffix}", modality=m, **kw)
@@ -114,16 +130,17 @@ def rate_tag(rate: float) -> str:
 def jobs(cfg: dict) -> list[Job]:
     """Every training job of the config's grid, in a stable order.
 
-    - train: datasets x methods (Table 1; ``unimodal`` once per modality);
+    - train: datasets x methods (Table 1; ``unimodal`` once per modality; a method that
+      reuses another's runs, like ``late_fusion``, brings that method's jobs along);
     - missing: missing.datasets x missing.methods x missing.rates (Table 2);
     - ablation: ablation.datasets x ablation.variants of ``mla`` (Table 3).
     """
     out: list[Job] = []
     for d in cfg["datasets"]:
-        for m in cfg["methods"]:
+        for m in _with_reused(cfg["methods"]):
             out += _method_jobs(cfg, "train", d, m)
     for d in cfg["missing"]["datasets"]:
-        for m in cfg["missing"]["methods"]:
+        for m in _with_reused(cfg["missing"]["methods"]):
             for r in cfg["missing"]["rates"]:
                 out += _method_jobs(cfg, "missing", d, m, f"-{rate_tag(r)}", missing_rate=float(r))
     for d in cfg["ablation"]["datasets"]:

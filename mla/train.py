@@ -161,22 +161,55 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tuple[d
             best_test = {"epoch": epoch, "multi": scores["test"]["multi"]}
 
     # --- select -----------------------------------------------------------------------
-    test, fusion = split_metrics(best["test"])
-    metrics = {
+    metrics = run_metrics(job, seed, method, data, masks, missing, best, device)
+    metrics.update(selection=select_on, selected_epoch=best_epoch, epochs=tr["epochs"], best_on_test=best_test,
+                   last_epoch=split_metrics(scores["test"])[0])
+    return metrics, log, best_state, masks
+
+
+def run_metrics(job: grid.Job, seed: int, method: Method, data: dict[str, SplitTensors], masks: dict,
+                missing: dict | None, scores: dict, device: torch.device) -> dict:
+    """The ``metrics.json`` of one run from its selected scores (see README for the fields)."""
+    test, fusion = split_metrics(scores["test"])
+    return {
         "job": job.id, "phase": job.phase, "dataset": job.dataset, "method": job.method, "tag": job.tag,
         "seed": seed, "modality": job.modality, "missing_rate": job.missing_rate,
-        "options": dict(method.options), "modalities": list(modalities),
-        "selection": select_on, "selected_epoch": best_epoch, "epochs": tr["epochs"],
+        "options": dict(method.options), "modalities": list(method.modalities),
         "counts": {s: len(data[s]) for s in SPLITS},
         "test": test, "fusion": fusion,
-        "val": split_metrics(best["val"])[0] if "val" in best else {},
-        "best_on_test": best_test,
-        "last_epoch": split_metrics(scores["test"])[0],
+        "val": split_metrics(scores["val"])[0] if "val" in scores else {},
         "missing": None if missing is None else {
             **missing, "realised": {s: round(float(1 - m.mean()), 4) for s, m in masks.items()}},
         "provenance": {**static_provenance(), "device": str(device), "threads": torch.get_num_threads()},
     }
-    return metrics, log, best_state, masks
+
+
+def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tuple[dict, list[dict], dict, dict]:
+    """Score a method built from other jobs' trained runs (late fusion): no training.
+
+    Each component is that job's checkpoint for the same seed, selected on validation by its
+    own run; the masks are redrawn from the same (seed, rate, split), so they are identical.
+    """
+    seed_everything(seed)
+    device = select_device(cfg["device"])
+    missing = None if job.missing_rate is None else {"rate": job.missing_rate, "masking": cfg["missing"]["masking"]}
+    data, masks = split_tensors(ds, ds.modalities, seed, missing)
+    data = {s: t.to(device) for s, t in data.items()}
+    method = build_method(cfg, job, ds, ds.modalities)
+    by_id = {j.id: j for j in grid.jobs(cfg)}
+    states = {}
+    for dep in job.needs:
+        part = by_id[dep]
+        ckpt = torch.load(f"{part.job_dir}/seed{seed}/checkpoint.pt", map_location="cpu", weights_only=True)
+        states[part.modality] = ckpt["state_dict"]
+    method.load_branches(states)
+    method.to(device)
+    bs = cfg["training"]["eval_batch_size"]
+    scores = {s: accuracies(method, data[s], bs) for s in ("val", "test") if len(data[s])}
+    metrics = run_metrics(job, seed, method, data, masks, missing, scores, device)
+    metrics.update(selection="per component", selected_epoch=None, epochs=None, best_on_test=None,
+                   last_epoch=None, components=[f"{by_id[d].job_dir}/seed{seed}" for d in job.needs])
+    return metrics, [], method.state_dict(), masks
 
 
 def write_run(run_dir: str, cfg: dict, metrics: dict, log: list[dict], state: dict, masks: dict,
@@ -205,8 +238,9 @@ def run_job(cfg: dict, job_id: str) -> None:
     job = grid.job_by_id(cfg, job_id)
     set_threads(cfg["threads"])
     ds = load_dataset(job.dataset)
-    for run in job.runs:
+    run = assemble_run if catalog.method_info(job.method).reuses else train_run
+    for r in job.runs:
         start = time.perf_counter()
-        metrics, log, state, masks = train_run(cfg, job, ds, run.seed)
-        write_run(run.run_dir, cfg, metrics, log, state, masks, time.perf_counter() - start)
-        print(f"{job.id} seed {run.seed}: test {metrics['test']} (epoch {metrics['selected_epoch']})", flush=True)
+        metrics, log, state, masks = run(cfg, job, ds, r.seed)
+        write_run(r.run_dir, cfg, metrics, log, state, masks, time.perf_counter() - start)
+        print(f"{job.id} seed {r.seed}: test {metrics['test']} (epoch {metrics['selected_epoch']})", flush=True)

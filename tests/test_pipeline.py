@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "seeds": [0, 1],
     "datasets": ["builtin_ait"],
-    "methods": ["unimodal", "concat", "mla"],
-    "missing": {"datasets": ["builtin_ait"], "methods": ["concat", "mla"], "rates": [0.5], "masking": "released"},
+    "methods": ["unimodal", "concat", "late_fusion", "mla"],
+    "missing": {"datasets": ["builtin_ait"], "methods": ["late_fusion", "mla"], "rates": [0.5], "masking": "released"},
     "ablation": {"datasets": ["builtin_ait"], "variants": {"nohgm": {"hgm": False}}},
     "analysis": {"datasets": ["builtin_ait"], "methods": ["concat", "mla"], "seed": 0, "tsne_points": 20},
 }

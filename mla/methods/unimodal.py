@@ -1,9 +1,15 @@
-"""``unimodal``: one encoder and its own linear head trained alone (the Table 1 reference)."""
+"""``unimodal``: one encoder and its own linear head trained alone (the Table 1 reference).
+
+With missing modalities it trains on the examples that have its modality (its D_m).
+"""
 from __future__ import annotations
+
+from typing import Iterator
 
 import torch
 from torch import nn
 
+from mla.batches import SplitTensors, shuffled_batches
 from mla.methods.base import METHODS, Method, cross_entropy
 
 
@@ -16,6 +22,10 @@ class Unimodal(Method):
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
         self.head = nn.Linear(feature_dim, n_classes)
+
+    def epoch_batches(self, data: SplitTensors, batch_size: int, gen: torch.Generator) -> Iterator[dict]:
+        """One shuffled pass over the examples that have this modality (all, unless missing)."""
+        return shuffled_batches(data, batch_size, gen, torch.nonzero(data.present[:, 0]).flatten())
 
     def train_step(self, batch: dict, optimizer: torch.optim.Optimizer) -> float:
         (m,) = self.modalities

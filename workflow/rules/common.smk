@@ -41,13 +41,16 @@ def job_of(phase, wildcards):
 
 
 def train_inputs(phase):
-    """Inputs of a training job: its dataset's feature store and its method's code."""
+    """Inputs of a training job: its dataset's feature store, its method's code and the
+    runs it assembles (late fusion reuses the unimodal runs)."""
 
     def inputs(wildcards):
         job = job_of(phase, wildcards)
+        files = [f"mla/methods/{job.method}.py"] + [f"mla/methods/{JOBS[n].method}.py" for n in job.needs]
         return {
             "features": grid.feature_dir(job.dataset),
-            "code": CODE_TRAIN + code(f"mla/methods/{job.method}.py"),
+            "runs": [JOBS[n].job_dir for n in job.needs],
+            "code": CODE_TRAIN + code(*sorted(set(files))),
         }
 
     return inputs
