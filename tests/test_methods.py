@@ -186,5 +186,15 @@ def test_method_option_and_modality_count_errors():
         create_method("mla", linear_encoders(), n_classes=3, feature_dim=4, hbar="dataset")
     with pytest.raises(ValueError, match="supports \\(1,\\) modalities, got 2"):
         create_method("unimodal", linear_encoders(), n_classes=3, feature_dim=4)
-    with pytest.raises(KeyError, match="valid names: concat, mla, unimodal"):
+    with pytest.raises(KeyError, match="valid names: bigated, concat, film, late_fusion, mla, mla_released"):
         create_method("magic", linear_encoders(), n_classes=3, feature_dim=4)
+
+
+def test_training_batches_use_every_example_and_never_one():
+    from mla.batches import shuffled_batches
+
+    for n in (129, 130, 64, 1):
+        data = to_tensors({"text": np.zeros((n, 4), dtype=np.int64)}, np.arange(n) % 3, ("text",))
+        sizes = [len(b["label"]) for b in shuffled_batches(data, 64, torch.Generator().manual_seed(0))]
+        assert sum(sizes) == n
+        assert n == 1 or min(sizes) > 1

@@ -248,6 +248,9 @@ def test_fusion_differences_on_the_same_model(mods):
     # Paper DF: per-example weights (M, B); released DF: one weight per modality for the batch.
     w_ex = entropy_weights(L)
     w_b = batch_entropy_weights(L)
+    col = torch.softmax(L, dim=1)  # [C] calculate_entropy written out: softmax over the batch axis
+    H = -(col * torch.log(col)).sum(dim=(1, 2))
+    torch.testing.assert_close(w_b, torch.exp(H.max() - H) / torch.exp(H.max() - H).sum())
     assert w_ex.shape == (len(mods), 5) and w_b.shape == (len(mods),)
     torch.testing.assert_close(p["multi:dynamic"], (w_ex[..., None] * L).sum(0))
     torch.testing.assert_close(r["multi:dynamic"], (w_b[:, None, None] * L).sum(0))
@@ -265,20 +268,22 @@ def test_fusion_differences_on_the_same_model(mods):
 # --------------------------------------------------------------------------------------
 
 def test_batch_entropy_weights_hand_computed():
-    # Modality 0: all logits 0 -> each class column softmax over the batch is (1/2, 1/2): H0 = 2 ln 2.
-    # Modality 1: column 0 is (ln 3, 0) -> (3/4, 1/4): ln 4 - (3/4) ln 3; column 1: ln 2.
-    # H1 = 3 ln 2 - (3/4) ln 3 < H0, so w1 > w0: w0 = 1 / (1 + e^{H0-H1}) = 2 / (2 + 3^{3/4}).
+    # Softmax over the BATCH axis (dim 0 of each B x C matrix), entropy summed over B x C.
+    # Modality 0: all logits 0 -> each class column is (1/2, 1/2): H0 = 2 ln 2.
+    # Modality 1: rows (ln 3, ln 3) and (0, 0) -> each column is (3/4, 1/4): H1 = 2 (ln 4 - (3/4) ln 3).
+    # H1 < H0, so w1 > w0: w0 = 1 / (1 + e^{H0-H1}) = 4 / (4 + 3^{3/2}).
     L = torch.tensor([[[0.0, 0.0], [0.0, 0.0]],
-                      [[math.log(3.0), 0.0], [0.0, 0.0]]], dtype=torch.float64)
+                      [[math.log(3.0), math.log(3.0)], [0.0, 0.0]]], dtype=torch.float64)
     w = batch_entropy_weights(L)
-    w0 = 2 / (2 + 3 ** 0.75)
+    w0 = 4 / (4 + 3 ** 1.5)
     torch.testing.assert_close(w, torch.tensor([w0, 1 - w0], dtype=torch.float64))
     # Literal [C] form: exp(max H - H_m) / sum_k exp(max H - H_k).
-    H = torch.tensor([2 * math.log(2), 3 * math.log(2) - 0.75 * math.log(3)], dtype=torch.float64)
+    H = torch.tensor([2 * math.log(2), 2 * (math.log(4) - 0.75 * math.log(3))], dtype=torch.float64)
     torch.testing.assert_close(w, torch.exp(H.max() - H) / torch.exp(H.max() - H).sum())
-    # The paper's per-example weights differ: example 1 has equal class entropies -> (1/2, 1/2).
-    torch.testing.assert_close(entropy_weights(L)[:, 1], torch.tensor([0.5, 0.5], dtype=torch.float64))
-    # Fused: every example gets the same (w0, w1).
+    # Per example over classes (the paper, and [C]'s commented-out dim=1) every row of both
+    # modalities is uniform over the classes: equal entropies, weights (1/2, 1/2) everywhere.
+    torch.testing.assert_close(entropy_weights(L), torch.full((2, 2), 0.5, dtype=torch.float64))
+    # Fused: every example of the batch gets the same (w0, w1).
     torch.testing.assert_close(blockwise_dynamic_fuse(L, 64), w0 * L[0] + (1 - w0) * L[1])
 
 

@@ -82,7 +82,7 @@ def batch_entropy(logits: torch.Tensor) -> torch.Tensor:
     (M, B, C) -> (M,). [C] takes ``torch.log(softmax)``, which gives NaN where a probability
     underflows to 0; we use ``log_softmax`` (0·log 0 = 0), identical wherever [C] is finite.
     """
-    logp = torch.log_softmax(logits, dim=2)
+    logp = torch.log_softmax(logits, dim=1)
     return -(logp.exp() * logp).sum(dim=(1, 2))
 
 

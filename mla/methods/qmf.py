@@ -112,7 +112,7 @@ class QMF(FusionMethod):
             grown[:, : self.history.shape[1]] = self.history
             self.history = grown
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         stored = state_dict.get(prefix + "history")
         if stored is not None and stored.shape != self.history.shape:
             self.history = self.history.new_zeros(stored.shape)
