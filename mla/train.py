@@ -13,10 +13,8 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +23,7 @@ from torch import nn
 from mla import catalog, config as config_mod, grid
 from mla.batches import SplitTensors, audio_stats, to_tensors
 from mla.evaluate import accuracies, split_metrics
-from mla.io import save_npz, write_json
+from mla.io import atomic_directory, save_npz, write_json
 from mla.features.store import load_split, load_vocab, read_manifest
 from mla.methods.base import create_method, Method
 from mla.missing import SPLITS, draw_mask
@@ -214,23 +212,17 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
 
 def write_run(run_dir: str, cfg: dict, metrics: dict, log: list[dict], state: dict, masks: dict,
               wall_s: float) -> None:
-    """Write one run's directory atomically: temporary sibling, then rename."""
-    final = Path(run_dir)
-    tmp = final.with_name(final.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    resolved = config_mod.dump(cfg)
-    (tmp / "config.resolved.yaml").write_text(resolved)
-    torch.save({"state_dict": state, "config": resolved, "job": metrics["job"], "seed": metrics["seed"],
-                "epoch": metrics["selected_epoch"]}, tmp / "checkpoint.pt")
-    write_json(tmp / "metrics.json", metrics)
-    (tmp / "log.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in log))
-    if masks:
-        save_npz(tmp / "missing_masks.npz", masks)
-    write_json(tmp / "provenance.json", runtime_provenance(wall_s))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    """Write one run's directory atomically (a temporary sibling renamed into place)."""
+    with atomic_directory(run_dir) as tmp:
+        resolved = config_mod.dump(cfg)
+        (tmp / "config.resolved.yaml").write_text(resolved)
+        torch.save({"state_dict": state, "config": resolved, "job": metrics["job"], "seed": metrics["seed"],
+                    "epoch": metrics["selected_epoch"]}, tmp / "checkpoint.pt")
+        write_json(tmp / "metrics.json", metrics)
+        (tmp / "log.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in log))
+        if masks:
+            save_npz(tmp / "missing_masks.npz", masks)
+        write_json(tmp / "provenance.json", runtime_provenance(wall_s))
 
 
 def run_job(cfg: dict, job_id: str) -> None:

@@ -1,15 +1,12 @@
 """Test-set embeddings of trained models (the input of the modality-gap analysis)."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from mla import grid
 from mla.batches import eval_batches
-from mla.io import save_npz
+from mla.io import atomic_directory, save_npz
 from mla.methods.base import Method
 from mla.train import DatasetArrays, build_method, load_dataset, set_threads, split_tensors
 
@@ -43,16 +40,10 @@ def analyse_dataset(cfg: dict, dataset: str) -> None:
     set_threads(cfg["threads"])
     seed = cfg["analysis"]["seed"]
     ds = load_dataset(dataset)
-    out = Path(grid.analysis_dir(cfg, dataset))
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for job in grid.analysis_jobs(cfg)[dataset]:
-        method = load_trained(cfg, job, ds, seed)
-        data, _ = split_tensors(ds, method.modalities, seed, None)
-        save_npz(tmp / f"embeddings_{job.method}.npz",
-                 test_embeddings(method, data["test"], cfg["training"]["eval_batch_size"]))
-    analyse(cfg, dataset, str(tmp))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_directory(grid.analysis_dir(cfg, dataset)) as tmp:
+        for job in grid.analysis_jobs(cfg)[dataset]:
+            method = load_trained(cfg, job, ds, seed)
+            data, _ = split_tensors(ds, method.modalities, seed, None)
+            save_npz(tmp / f"embeddings_{job.method}.npz",
+                     test_embeddings(method, data["test"], cfg["training"]["eval_batch_size"]))
+        analyse(cfg, dataset, str(tmp))

@@ -70,8 +70,7 @@ from PIL import Image
 from mla import catalog
 from mla.data.splits import sha256_file
 from mla.features.extract import MEDIA as MEDIA_LAYOUT  # raw sub-directory and extension per modality
-from mla.features.store import atomic_directory
-from mla.io import write_json
+from mla.io import atomic_directory, write_json
 
 GENERATOR_VERSION = 2
 

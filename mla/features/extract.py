@@ -21,7 +21,8 @@ import numpy as np
 
 from mla.data.splits import carve_validation, read_list, sha256_file
 from mla.features.image import image_features
-from mla.features.store import MANIFEST, SPLITS, atomic_directory, save_shard
+from mla.features.store import MANIFEST, SPLITS, save_shard
+from mla.io import atomic_directory
 from mla.io import write_json
 from mla.features.text import Tokenizer, read_text
 from mla.features.video import video_features

@@ -11,14 +11,10 @@ for split in train, val, test.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -43,44 +39,6 @@ class SplitArrays:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-@contextlib.contextmanager
-def atomic_directory(out_dir: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``out_dir`` to fill; on success it replaces ``out_dir`` by rename.
-
-    On any exception the temporary directory is removed and a pre-existing ``out_dir`` is left untouched.
-    The sibling lives on the same filesystem, so the final rename is atomic; replacing an existing directory
-    takes two renames (old out of the way, new in), which is the best POSIX offers for directories.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the final directory normal permissions
-        yield tmp
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.rename(out_dir, old / "d")
-        try:
-            os.rename(tmp, out_dir)
-        except BaseException:
-            if old is not None:  # put the previous output back
-                os.rename(old / "d", out_dir)
-                shutil.rmtree(old, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def shard_name(kind: str, k: int) -> str:
