@@ -57,6 +57,12 @@ def cmd_jobs(args: argparse.Namespace) -> None:
         print(job.id)
 
 
+def cmd_acquire(args: argparse.Namespace) -> None:
+    from mla.acquire.command import run
+
+    run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mla", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -82,6 +88,9 @@ def parser() -> argparse.ArgumentParser:
     sp = add("report", cmd_report, "tables, figures and report.html")
     sp.add_argument("--out", default=None)
     add("jobs", cmd_jobs, "list the grid's job ids")
+    from mla.acquire.command import add_arguments as acquire_arguments
+
+    acquire_arguments(add("acquire", cmd_acquire, "fetch split lists, download a dataset or verify a user copy"))
     return p
 
 
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (config_mod.ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (config_mod.ConfigError, ValueError, OSError, RuntimeError) as exc:  # OSError: disk full, unwritable path
         print(f"mla {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0

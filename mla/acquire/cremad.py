@@ -1,0 +1,38 @@
+"""CREMA-D: the clips of MLA's official lists, from the public CREMA-D repository (Git LFS).
+
+The ids come from MLA's ``my_train_cre.txt`` and ``my_test_cre.txt`` (7,442 clips, MLA.md §3.11.2);
+each id gives ``AudioWAV/<id>.wav`` and ``VideoFlash/<id>.flv``, downloaded from GitHub's LFS media
+host at a pinned commit and verified against the LFS pointers of that commit (``mla.acquire.lfs``).
+MLA.md pins no CREMA-D commit, so ``commit`` is required (config or ``--commit``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mla.acquire.lfs import acquire_github_lfs
+from mla.acquire.official_splits import read_split_lists
+from mla.acquire.sources import dataset_spec, load_sources
+
+
+def acquire_cremad(
+    root: str | Path,
+    split_dir: str | Path,
+    *,
+    commit: str | None = None,
+    sources: dict[str, Any] | None = None,
+    base_url: str | dict[str, str] | None = None,
+    manifest: str | Path | None = None,
+    workers: int = 8,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+) -> Path:
+    """Download and verify the WAV and FLV files of every clip in MLA's CREMA-D lists (read from
+    ``split_dir``, see ``fetch_split_lists``) into ``root``; return the manifest path."""
+    sources = sources or load_sources()
+    lists = read_split_lists(dataset_spec(sources, "cremad")["split_lists"], split_dir, sources=sources)
+    return acquire_github_lfs(
+        "cremad", root, lists.ids(), commit=commit, sources=sources, base_url=base_url, manifest=manifest,
+        workers=workers, retries=retries, backoff=backoff, timeout=timeout,
+    )

@@ -1,0 +1,75 @@
+"""Raw-data manifests: one JSON file per dataset listing every file's relative path, size and sha256.
+
+DVC tracks the manifest instead of the data where the data must not enter the DVC cache (a
+licence-restricted or user-provided copy), and beside downloaded data it records what was verified.
+The file holds no absolute path, time or host, so the same data gives the same bytes on any machine::
+
+    {"format": "mla-raw-manifest/1", "dataset": "iemocap", "source": {...},
+     "n_files": 2, "total_bytes": 123,
+     "files": [{"path": "Session1/...", "size": 100, "sha256": "..."}, ...]}   # sorted by path
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable
+
+from mla.acquire.download import sha256_file
+from mla.acquire.errors import AcquireError
+from mla.io import write_json
+
+FORMAT = "mla-raw-manifest/1"
+
+
+def hash_files(root: str | Path, relpaths: Iterable[str], workers: int = 4) -> list[dict[str, Any]]:
+    """``[{"path", "size", "sha256"}]`` for files under ``root``, sorted by path (hashed in parallel)."""
+    root = Path(root)
+    paths = sorted(set(relpaths))
+
+    def one(rel: str) -> dict[str, Any]:
+        p = root / rel
+        return {"path": rel, "size": p.stat().st_size, "sha256": sha256_file(p)}
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:  # hashlib releases the GIL
+        return list(ex.map(one, paths))
+
+
+def write_manifest(path: str | Path, *, dataset: str, files: list[dict[str, Any]], source: dict[str, Any]) -> Path:
+    """Write a manifest atomically (temporary file + ``os.replace``); return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files = sorted(files, key=lambda f: f["path"])
+    doc = {
+        "format": FORMAT,
+        "dataset": dataset,
+        "source": source,
+        "n_files": len(files),
+        "total_bytes": sum(int(f["size"]) for f in files),
+        "files": [{"path": f["path"], "size": int(f["size"]), "sha256": f["sha256"]} for f in files],
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write_json(tmp, doc)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """Read a manifest written by ``write_manifest``; ``files`` becomes ``{path: {"size", "sha256"}}``."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AcquireError(f"{path}: cannot read manifest: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("files"), list):
+        raise AcquireError(f"{path}: not a {FORMAT} manifest")
+    doc["files"] = {f["path"]: {"size": f["size"], "sha256": f["sha256"]} for f in doc["files"]}
+    return doc
