@@ -63,6 +63,17 @@ def cmd_acquire(args: argparse.Namespace) -> None:
     run(args)
 
 
+def cmd_convert_weights(args: argparse.Namespace) -> None:
+    import json
+
+    from mla.weights.convert import convert_file
+
+    options = json.loads(args.options) if args.options else {}
+    report = convert_file(args.kind, args.src, args.out, options, args.released_patch_order)
+    print(f"{args.out}: {report['parameters']} tensors from {args.src} ({report['kind']}, {report['format']}); "
+          f"{len(report['dropped'])} source entries unused (see {args.out}.json)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mla", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -91,6 +102,15 @@ def parser() -> argparse.ArgumentParser:
     from mla.acquire.command import add_arguments as acquire_arguments
 
     acquire_arguments(add("acquire", cmd_acquire, "fetch split lists, download a dataset or verify a user copy"))
+    sp = sub.add_parser("convert-weights", help="third-party or released checkpoint -> our encoders' state dict "
+                        "(read without executing code; see mla/weights/convert.py)")
+    sp.add_argument("--kind", required=True, choices=("m3ae", "cavmae", "released"))
+    sp.add_argument("--src", required=True, help="M3AE parameter pickle or .pth, CAV-MAE .pth, or [C] MLA .pth")
+    sp.add_argument("--out", required=True, help="output .pt (torch.save of a dict of tensors) and <out>.json")
+    sp.add_argument("--options", default=None, help='sizes per encoder as JSON, e.g. {"m3ae": {"depth": 12}}')
+    sp.add_argument("--released-patch-order", action="store_true",
+                    help="m3ae from Flax: keep the patch-row order as [C]'s conversion does (default: permute)")
+    sp.set_defaults(func=cmd_convert_weights)
     return p
 
 

@@ -14,9 +14,21 @@ ENCODERS = Registry("encoder")
 
 
 def create_encoder(modality: str, out_dim: int, spec: dict) -> nn.Module:
-    """Build the encoder ``spec["name"]`` for ``modality`` with output size ``out_dim``."""
+    """Build the encoder ``spec["name"]`` for ``modality`` with output size ``out_dim``.
+
+    ``spec["weights"]``: a state dict written by ``python -m mla convert-weights``, loaded with
+    ``torch.load(weights_only=True)``; every parameter must be there with its shape (errors name
+    the file and the parameter). ``spec["weights_prefix"]`` selects one encoder of a method's
+    state dict (e.g. ``encoders.image.``). Without ``weights`` the encoder starts from scratch.
+    """
     spec = dict(spec)
-    return ENCODERS.create(spec.pop("name"), modality=modality, out_dim=out_dim, **spec)
+    weights, prefix = spec.pop("weights", None), spec.pop("weights_prefix", "")
+    encoder = ENCODERS.create(spec.pop("name"), modality=modality, out_dim=out_dim, **spec)
+    if weights is not None:
+        from mla.weights.load import load_encoder_weights
+
+        load_encoder_weights(encoder, weights, prefix)
+    return encoder
 
 
 class BasicBlock(nn.Module):
@@ -110,3 +122,7 @@ class TextTransformer(nn.Module):
         x = self.norm(self.encoder(x, src_key_padding_mask=pad))
         keep = (~pad).unsqueeze(-1).to(x.dtype)
         return (x * keep).sum(1) / keep.sum(1)
+
+
+# The paper's pre-trained transformer encoders register themselves on import.
+from mla.models import cavmae, m3ae  # noqa: E402,F401
