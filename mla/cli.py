@@ -31,6 +31,21 @@ def cmd_features(args: argparse.Namespace) -> None:
     build_features(args.dataset, args.raw, args.out, cfg["features"], cfg["split_seed"], cfg["val_fraction"])
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from mla.data.prepare import prepare
+
+    cfg = _cfg(args)
+    options = dict((cfg.get("prepare") or {}).get(args.dataset) or {})
+    if args.vocab:
+        options["text"] = {**options.get("text", {}), "vocab": args.vocab}
+    if args.allow_missing:
+        options["allow_missing"] = args.allow_missing
+    if args.workers:
+        options["workers"] = args.workers
+    prepare(args.dataset, args.raw, args.splits, args.out, options,
+            split_seed=cfg["split_seed"], val_fraction=cfg["val_fraction"])
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from mla.train import run_job
 
@@ -92,6 +107,15 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--raw", required=True)
     sp.add_argument("--out", required=True)
+    sp = add("prepare", cmd_prepare, "decode a real dataset (official lists + raw files) into the feature store")
+    sp.add_argument("--dataset", required=True, help="cremad, ks, food101, mvsa or iemocap")
+    sp.add_argument("--raw", required=True, help="the raw files in the dataset's own layout")
+    sp.add_argument("--splits", required=True, help="directory of the official split lists (mla acquire --splits)")
+    sp.add_argument("--out", required=True, help="feature store directory (replaced atomically)")
+    sp.add_argument("--vocab", default=None, help="BERT vocab.txt, or 'build' (overrides prepare.<dataset>.text.vocab)")
+    sp.add_argument("--allow-missing", default=None, metavar="FILE",
+                    help="ks: ids of unavailable clips to exclude (overrides prepare.ks.allow_missing)")
+    sp.add_argument("--workers", type=int, default=None, help="decoding processes (output does not depend on it)")
     sp = add("train", cmd_train, "train every seed of one or more grid jobs")
     sp.add_argument("--job", required=True, action="append", help="<phase>/<dataset>/<tag> (see `mla jobs`)")
     sp = add("analyze", cmd_analyze, "embeddings, modality gap and t-SNE of one dataset")

@@ -56,17 +56,19 @@ def _check_riff_complete(path: Path) -> None:
 
 
 def fbank(waveform: np.ndarray, sample_rate: int, n_mels: int, frame_length_ms: float, frame_shift_ms: float,
-          n_frames: int) -> np.ndarray:
+          n_frames: int, subtract_mean: bool = True) -> np.ndarray:
     """Log-mel fbank ``(1, n_frames, n_mels)`` float32, zero-padded or cut to ``n_frames``.
 
     Mirrors the released extractor: waveform mean removed, ``torchaudio.compliance.kaldi.fbank`` with
-    htk_compat, Hanning window, dither 0 and no energy term.
+    htk_compat, Hanning window, dither 0 and no energy term. ``subtract_mean=False`` when the caller
+    already removed the mean (of all channels, as [C] does before Kaldi keeps channel 0).
     """
     import torch  # deferred: importing torch costs seconds and image/text-only datasets never need it
     from torchaudio.compliance import kaldi
 
     wav = torch.from_numpy(np.asarray(waveform, dtype=np.float32)).reshape(1, -1)
-    wav = wav - wav.mean()
+    if subtract_mean:
+        wav = wav - wav.mean()
     feats = kaldi.fbank(wav, htk_compat=True, sample_frequency=float(sample_rate), use_energy=False,
                         window_type="hanning", num_mel_bins=n_mels, dither=0.0,
                         frame_length=float(frame_length_ms), frame_shift=float(frame_shift_ms))

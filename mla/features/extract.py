@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -126,7 +126,7 @@ def _extractors(modalities: list[str], cfg: dict, tokenizer: Tokenizer | None) -
 
 
 @contextlib.contextmanager
-def _single_torch_thread(active: bool) -> Iterator[None]:
+def single_torch_thread(active: bool) -> Iterator[None]:
     """Run one fbank at a time on one thread: intra-op threads on 5k-sample clips only spin (20x slower
     on a loaded 2-core box). The previous thread count is restored afterwards."""
     if not active:
@@ -142,35 +142,55 @@ def _single_torch_thread(active: bool) -> Iterator[None]:
         torch.set_num_threads(prev)
 
 
-def _write_split(tmp: Path, split: str, items: list[tuple[str, int]], raw_dir: Path, modalities: list[str],
-                 fns: dict[str, Callable], specs: dict[str, dict], shard_size: int, n_classes: int) -> dict:
+def write_split(tmp: Path, split: str, ids: list[str], labels: np.ndarray, modalities: list[str],
+                specs: dict[str, dict], shard_size: int, n_classes: int,
+                rows: Callable[[int, int], Iterable[dict[str, np.ndarray]]]) -> dict:
+    """Write one split of the store: ``ids.txt`` and, per shard, the labels and each modality's array.
+
+    ``rows(start, stop)`` yields the arrays (by modality) of samples ``start .. stop - 1`` in order.
+    Returns the split's manifest entry. A wrong shape names the sample.
+    """
     split_dir = tmp / split
     split_dir.mkdir()
     ids_path = split_dir / "ids.txt"
-    ids_path.write_text("".join(f"{sid}\n" for sid, _ in items), encoding="utf-8")
-    labels = np.array([y for _, y in items], dtype=np.int64)
+    ids_path.write_text("".join(f"{sid}\n" for sid in ids), encoding="utf-8")
     shards = []
-    for k, start in enumerate(range(0, len(items), shard_size)):
-        chunk = items[start:start + shard_size]
-        files = {"labels": save_shard(split_dir, "labels", k, labels[start:start + len(chunk)])}
+    for k, start in enumerate(range(0, len(ids), shard_size)):
+        stop = min(start + shard_size, len(ids))
+        files = {"labels": save_shard(split_dir, "labels", k, labels[start:stop])}
+        arrays = {m: np.empty((stop - start, *specs[m]["shape"]), dtype=specs[m]["dtype"]) for m in modalities}
+        for i, row in enumerate(rows(start, stop)):
+            for m in modalities:
+                if row[m].shape != arrays[m].shape[1:]:
+                    raise ValueError(f"{m} features of {split} sample {ids[start + i]!r} have shape "
+                                     f"{row[m].shape}, expected {arrays[m].shape[1:]}")
+                arrays[m][i] = row[m]
         for m in modalities:
-            sub, ext = MEDIA[m]
-            spec = specs[m]
-            arr = np.empty((len(chunk), *spec["shape"]), dtype=spec["dtype"])
-            for i, (sid, _) in enumerate(chunk):
-                path = raw_dir / sub / f"{sid}{ext}"
-                x = fns[m](path)
-                if x.shape != arr.shape[1:]:
-                    raise ValueError(f"{m} features of {path} have shape {x.shape}, expected {arr.shape[1:]}")
-                arr[i] = x
-            files[m] = save_shard(split_dir, m, k, arr)
-        shards.append({"shard": k, "count": len(chunk), "files": files})
+            files[m] = save_shard(split_dir, m, k, arrays[m])
+        shards.append({"shard": k, "count": stop - start, "files": files})
     return {
-        "count": len(items),
+        "count": len(ids),
         "label_counts": np.bincount(labels, minlength=n_classes).tolist(),
         "ids_sha256": sha256_file(ids_path),
         "shards": shards,
     }
+
+
+def _write_split(tmp: Path, split: str, items: list[tuple[str, int]], raw_dir: Path, modalities: list[str],
+                 fns: dict[str, Callable], specs: dict[str, dict], shard_size: int, n_classes: int) -> dict:
+    def rows(start: int, stop: int) -> Iterator[dict[str, np.ndarray]]:
+        for sid, _ in items[start:stop]:
+            row = {}
+            for m in modalities:
+                sub, ext = MEDIA[m]
+                path = raw_dir / sub / f"{sid}{ext}"
+                row[m] = fns[m](path)
+                if row[m].shape != tuple(specs[m]["shape"]):
+                    raise ValueError(f"{m} features of {path} have shape {row[m].shape}, expected {tuple(specs[m]['shape'])}")
+            yield row
+
+    labels = np.array([y for _, y in items], dtype=np.int64)
+    return write_split(tmp, split, [sid for sid, _ in items], labels, modalities, specs, shard_size, n_classes, rows)
 
 
 def build_features(dataset: str, raw_dir: str | Path, out_dir: str | Path, feature_cfg: dict, split_seed: int,
@@ -238,7 +258,7 @@ def build_features(dataset: str, raw_dir: str | Path, out_dir: str | Path, featu
                          "vocab_size": len(tokenizer.vocab), "built_from": "train", "pad_id": 0, "unk_id": 1}
 
         fns = _extractors(modalities, cfg, tokenizer)
-        with _single_torch_thread("audio" in modalities):
+        with single_torch_thread("audio" in modalities):
             split_info = {
                 split: _write_split(tmp, split, items[split], raw_dir, modalities, fns, specs,
                                     cfg["shard_size"], len(classes))

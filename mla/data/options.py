@@ -1,0 +1,93 @@
+"""Preprocessing options of the real datasets: defaults that follow the released code, and their check.
+
+Config: ``prepare.<dataset>`` in the experiment config (every key optional), e.g.::
+
+    prepare:
+      food101: {text: {vocab: data/bert-base-uncased/vocab.txt}, workers: 4}
+      ks: {allow_missing: data/raw/ks_unavailable.txt}
+
+| key | default | provenance (MLA.md) |
+| --- | --- | --- |
+| audio.sample_rate | 16000 | CREMA-D/IEMOCAP WAVs are 16 kHz; ``mp4_to_wav.py`` converts to 16 kHz (3.11.2) |
+| audio.n_mels, n_frames | 128, 1024 | ``extract_fbank.py``: 128 bins, zero-padded or cut to 1024 frames (3.11.2) |
+| audio.frame_length_ms, frame_shift_ms | 25, 10 | Kaldi's default window; 10 ms shift (3.11.2) |
+| video.fps, n_frames | 1, 3 | first frame of every second; frames 0, n//3, 2(n//3) (3.11.2) |
+| video.size | 224 | test transform ``Resize((224, 224))`` (3.11.2) |
+| image.size | 256 | ``Resize(256) + CenterCrop(256)``; IEMOCAP faces 256 x 256 (3.11.4, 3.11.5) |
+| face.crop, face.region | center, speaker | no face detector here (mla/features/face.py); the speaker's half of the frame (mla/data/iemocap.py) |
+| text.vocab | none: required | bert-base-uncased ``vocab.txt`` (3.11.4); ``build``: a stand-in from the training split |
+| text.max_len | 256 | padded or truncated to 256 (3.11.4) |
+| text.build_size, min_freq | 30522, 1 | only for ``vocab: build``; 30,522 = M3AE's text vocabulary (3.10) |
+| allow_missing (ks) | none | a file of clip ids excluded as unavailable (3.11.3; no other dataset may miss files) |
+| shard_size | 256 | samples per shard file |
+| workers | 1 | decoding processes; the output does not depend on it |
+| verify_lists | true | split lists must match sources.yaml (sha256, records) and the class count the catalog |
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mla.features.face import CROPS, REGIONS
+
+COMMON: dict[str, Any] = {"shard_size": 256, "workers": 1, "verify_lists": True}
+SECTIONS: dict[str, dict[str, Any]] = {
+    "audio": {"sample_rate": 16000, "n_mels": 128, "frame_length_ms": 25.0, "frame_shift_ms": 10.0, "n_frames": 1024},
+    "video": {"fps": 1, "n_frames": 3, "size": 224},
+    "image": {"size": 256},
+    "face": {"crop": "center", "region": "speaker"},
+    "text": {"vocab": None, "max_len": 256, "build_size": 30522, "min_freq": 1},
+}
+_FLOATS = {"frame_length_ms", "frame_shift_ms"}
+_CHOICES = {"crop": CROPS, "region": (*REGIONS, "speaker")}
+_PATHS = {"vocab", "allow_missing"}  # a path (or, for vocab, "build") or null
+_BOOLS = {"verify_lists"}
+# keys that change what is checked or how fast, never the output bytes: kept out of the manifest
+NOT_RECORDED = ("workers", "verify_lists")
+
+
+def _check_value(name: str, key: str, value: Any) -> Any:
+    if key in _PATHS:
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"config key {name}: expected a path or null, got {value!r}")
+        return value
+    if key in _BOOLS:
+        if not isinstance(value, bool):
+            raise ValueError(f"config key {name}: expected true or false, got {value!r}")
+        return value
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            why = " (a face detector needs OpenCV, opencv-python-headless, which is not installed)" if key == "crop" else ""
+            raise ValueError(f"config key {name}: expected one of {', '.join(_CHOICES[key])}, got {value!r}{why}")
+        return value
+    floating = key in _FLOATS
+    ok = isinstance(value, (int, float)) if floating else isinstance(value, int)
+    if isinstance(value, bool) or not ok or value <= 0:
+        raise ValueError(f"config key {name}: expected a positive {'number' if floating else 'integer'}, got {value!r}")
+    return float(value) if floating else int(value)
+
+
+def resolve_options(dataset: str, user: dict | None, sections: tuple[str, ...], extra: dict[str, Any]) -> dict:
+    """Defaults for ``sections`` (plus ``extra`` top-level keys) overridden by ``user``; unknown keys,
+    wrong types and sections the dataset does not use raise ``ValueError`` naming ``prepare.<dataset>.<key>``."""
+    user = {} if user is None else user
+    prefix = f"prepare.{dataset}"
+    if not isinstance(user, dict):
+        raise ValueError(f"config key {prefix}: expected a mapping, got {type(user).__name__}")
+    out: dict[str, Any] = {**copy.deepcopy(COMMON), **copy.deepcopy(extra)}
+    out.update({s: copy.deepcopy(SECTIONS[s]) for s in sections})
+    for key in sorted(user, key=str):
+        name = f"{prefix}.{key}"
+        if key not in out:
+            raise ValueError(f"unknown config key {name} (known: {', '.join(sorted(out))})")
+        if key in SECTIONS:
+            sub = user[key]
+            if not isinstance(sub, dict):
+                raise ValueError(f"config key {name}: expected a mapping, got {sub!r}")
+            for k in sorted(sub, key=str):
+                if k not in out[key]:
+                    raise ValueError(f"unknown config key {name}.{k} (known: {', '.join(sorted(out[key]))})")
+                out[key][k] = _check_value(f"{name}.{k}", k, sub[k])
+        else:
+            out[key] = _check_value(name, key, user[key])
+    return out

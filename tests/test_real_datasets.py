@@ -1,0 +1,531 @@
+"""Preparation of the five real datasets (mla/data/prepare.py) on tiny fixtures written in each
+dataset's real layout and naming, with split lists in the official formats (never the real files)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+from PIL import Image
+
+from mla import catalog, cli, grid
+from mla.acquire.errors import SplitFormatError
+from mla.data.prepare import prepare
+from mla.data.samples import MissingFilesError
+from mla.data.splits import sha256_file
+from mla.features import MediaError
+from mla.features.face import face_crop
+from mla.features.store import load_split, load_vocab, read_manifest
+from mla.features.wordpiece import SPECIAL, VocabError, WordPiece, basic_tokenize, build_vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED, VAL = 0, 0.34
+UNVERIFIED = {"verify_lists": False}  # fixture lists are not the official ones (sha256, record counts)
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "!", ",", ".", "a", "apple", "pie", "##s", "cafe",
+         "good", "day", "sad", "i", "am", "so", "angry", "happy", "##py", "un", "##hap", "soup", "hot"]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- fixture writers (real formats)
+
+def write_wav(path: Path, seconds: float, sr: int = 16000, freq: float = 440.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, 0.3 * np.sin(2 * np.pi * freq * t), sr, subtype="PCM_16")
+
+
+def write_video(path: Path, fmt: str, codec: str, seconds: float, fps: int, size=(64, 48), audio_rate=None,
+                marker: bool = True) -> None:
+    """Left half: grey level 20 + 10 * second; right half: 255 on the first frame of each second, else 0
+    (``marker``), or grey level 200 - 10 * second."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    with av.open(str(path), "w", format=fmt) as c:
+        vs = c.add_stream(codec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = c.add_stream("aac", rate=audio_rate, layout="stereo") if audio_rate else None
+        for i in range(int(seconds * fps)):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[:, : w // 2] = 20 + 10 * (i // fps)
+            img[:, w // 2:] = (255 if i % fps == 0 else 0) if marker else 200 - 10 * (i // fps)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        if aus is not None:
+            t = np.arange(int(seconds * audio_rate)) / audio_rate
+            data = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 880 * t)]).astype(np.float32)
+            for k in range(0, data.shape[1], 1024):
+                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, k:k + 1024]), format="fltp", layout="stereo")
+                fr.sample_rate, fr.pts = audio_rate, k
+                for p in aus.encode(fr):
+                    c.mux(p)
+            for p in aus.encode():
+                c.mux(p)
+
+
+def write_jpeg(path: Path, size: tuple[int, int], level: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    img = np.full((h, w, 3), level, np.uint8)
+    img[: h // 8] = 250  # a bright top band: the centre crop of a tall image cuts it off
+    Image.fromarray(img).save(path, quality=95)
+
+
+def write_lines(path: Path, lines: list[str], end: str = "\n", final: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes((end.join(lines) + (end if final else "")).encode("utf-8"))
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- the five fixtures
+
+CRE_CLIPS = {  # id -> (label, FLV seconds): 2.2 s keeps 3 frames, 4.2 s 5, 7.1 s 8 (positions 0, 2, 4)
+    "1001_DFA_ANG_XX": ("Anger", 2.2), "1002_IEO_ANG_HI": ("Anger", 4.2), "1003_TIE_ANG_XX": ("Anger", 2.2),
+    "1001_IWL_HAP_XX": ("Happy", 7.1), "1002_DFA_HAP_LO": ("Happy", 2.2), "1003_IEO_HAP_XX": ("Happy", 2.2),
+    "1001_TIE_SAD_MD": ("Sad", 2.2), "1002_IWL_SAD_XX": ("Sad", 2.2), "1003_DFA_SAD_XX": ("Sad", 2.2),
+    "1004_DFA_ANG_XX": ("Anger", 2.2), "1004_IEO_HAP_XX": ("Happy", 2.2), "1004_TIE_SAD_XX": ("Sad", 2.2),
+}
+CRE_TEST = ["1004_DFA_ANG_XX", "1004_IEO_HAP_XX", "1004_TIE_SAD_XX"]
+
+
+def make_cremad(root: Path) -> tuple[Path, Path]:
+    raw, splits = root / "raw", root / "splits"
+    for sid, (_label, seconds) in CRE_CLIPS.items():
+        write_wav(raw / "AudioWAV" / f"{sid}.wav", 1.5)
+        write_video(raw / "VideoFlash" / f"{sid}.flv", "flv", "flv", seconds, 30)
+    train = [s for s in CRE_CLIPS if s not in CRE_TEST]
+    write_lines(splits / "my_train_cre.txt", [f"{s}.flv {CRE_CLIPS[s][0]}" for s in train])
+    write_lines(splits / "my_test_cre.txt", [f"{s}.flv {CRE_CLIPS[s][0]}" for s in CRE_TEST])
+    write_lines(splits / "stat_cre.txt", ["Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad"], final=False)
+    return raw, splits
+
+
+KS_TRAIN = {"--4-0ihtnBU_000058_000068": 4, "-00nar1nEPc_000033_000043": 4, "0a1b2c3d4e5_000010_000020": 27,
+            "zz9_8y7x6w5_000000_000010": 27, "Qq1Ww2Ee3Rr_000100_000110": 13, "Tt5Yy6Uu7Ii_000005_000015": 13}
+KS_TEST = {"-3Mwkq-7TV4_2": 4, "-74csnCOiUs_0": 27, "-7aeB7vFtB4_37": 13}
+KS_GONE = "Gg0Hh1Jj2Kk_000001_000011"  # in the training list, not in the copy
+
+
+def make_ks(root: Path) -> tuple[Path, Path]:
+    raw, splits = root / "raw", root / "splits"
+    for sid, idx in {**KS_TRAIN, **KS_TEST}.items():
+        sub = "test" if sid in KS_TEST else f"train/class_{idx}"  # Kinetics copies nest clips in folders
+        write_video(raw / sub / f"{sid}.mp4", "mp4", "h264", 2.5, 25, audio_rate=44100)
+    write_lines(splits / "KineticSound_my_train.txt",
+                [f"{s},10,{i}" for s, i in [*KS_TRAIN.items(), (KS_GONE, 13)]], end="\r\n")
+    write_lines(splits / "KineticSound_my_test.txt", [f"{s},10,{i}" for s, i in KS_TEST.items()], end="\r\n")
+    return raw, splits
+
+
+FOOD = {  # id -> (label, source jsonl, image size, text)
+    "apple_pie_1": ("apple_pie", "train", (80, 60), "Apple pies, a good day!"),
+    "apple_pie_2": ("apple_pie", "train", (60, 90), "apple pie"),
+    "apple_pie_3": ("apple_pie", "dev", (64, 64), "Café apple pie"),
+    "hot_dog_1": ("hot_dog", "train", (90, 60), "hot dog"), "hot_dog_2": ("hot_dog", "train", (60, 80), "Hot!"),
+    "hot_dog_3": ("hot_dog", "train", (70, 70), "hot hot"),
+    "miso_soup_1": ("miso_soup", "train", (64, 96), "miso soup"), "miso_soup_2": ("miso_soup", "train", (96, 64), "soup"),
+    "miso_soup_3": ("miso_soup", "train", (50, 50), "soup."),
+    "apple_pie_9": ("apple_pie", "test", (80, 80), "apple"), "hot_dog_9": ("hot_dog", "test", (80, 80), "hot"),
+    "miso_soup_9": ("miso_soup", "test", (80, 80), "a soup"),
+}
+
+
+def make_food101(root: Path) -> tuple[Path, Path]:
+    raw, splits = root / "raw", root / "splits"
+    jsonl: dict[str, list] = {"train": [], "dev": [], "test": []}
+    for k, (sid, (label, src, size, text)) in enumerate(FOOD.items()):
+        folder = "test" if src == "test" else "train"
+        img = f"images/{folder}/{label}/{sid}.jpg"
+        write_jpeg(raw / img, size, 30 + 15 * k)
+        jsonl[src].append({"id": f"{label}_{sid}.jpg", "label": label, "text": text, "img": img})
+    jsonl["dev"].append({"id": "x", "label": "hot_dog", "text": "unused", "img": "images/train/hot_dog/hot_dog_7.jpg"})
+    for name, recs in jsonl.items():
+        write_jsonl(raw / f"{name}.jsonl", recs)
+    train = [s for s, v in FOOD.items() if v[1] != "test"]
+    write_lines(splits / "my_train_food.txt", [f"{s}.jpg {FOOD[s][0]}" for s in train])
+    write_lines(splits / "my_test_food.txt", [f"{s}.jpg {v[0]}" for s, v in FOOD.items() if v[1] == "test"])
+    write_lines(splits / "stat_food.txt", ["miso_soup", "apple_pie", "hot_dog"])
+    return raw, splits
+
+
+MVSA = {"477": ("positive", "train"), "4445": ("neutral", "train"), "4198": ("negative", "train"),
+        "12": ("positive", "train"), "13": ("neutral", "dev"), "14": ("negative", "train"),
+        "21": ("positive", "train"), "22": ("neutral", "train"), "23": ("negative", "train"),
+        "4141": ("neutral", "test"), "4772": ("positive", "dev"), "1786": ("negative", "test")}
+MVSA_TEST = ["4141", "4772", "1786"]
+
+
+def make_mvsa(root: Path) -> tuple[Path, Path]:
+    raw, splits = root / "raw", root / "splits"
+    jsonl: dict[str, list] = {"train": [], "dev": [], "test": []}
+    ann = ["ID\ttext,image", "5\tpositive,negative"]  # a disagreeing pair, in no list (as in MVSA-Single)
+    for k, (sid, (label, src)) in enumerate(MVSA.items()):
+        write_jpeg(raw / "data" / f"{sid}.jpg", (60 + k, 70), 40 + 10 * k)
+        (raw / "data" / f"{sid}.txt").write_bytes(f"RT @user: so {label} today \xa1\xad".encode("latin-1"))
+        jsonl[src].append({"id": sid, "label": label, "text": f"RT @user: so {label} today \u00a1\u00ad",
+                           "img": f"data/{sid}.jpg"})
+        ann.append(f"{sid}\t{label},{label}")
+    write_lines(raw / "labelResultAll.txt", ann)
+    for name, recs in jsonl.items():
+        write_jsonl(raw / f"{name}.jsonl", recs)
+    write_lines(splits / "my_train_mvsa.txt", [f"{s}.jpg {v[0]}" for s, v in MVSA.items() if s not in MVSA_TEST])
+    write_lines(splits / "my_test_mvsa.txt", [f"{s}.jpg {MVSA[s][0]}" for s in MVSA_TEST])
+    write_lines(splits / "stat_mvsa.txt", ["positive", "neutral", "negative"], final=False)
+    return raw, splits
+
+
+IEMO = {  # utterance -> (label, EmoEvaluation category, [start, end], transcript)
+    "Ses01F_impro01_F000": ("Neutral", "neu", (0.5, 1.7), "Excuse me."),
+    "Ses01F_impro01_M000": ("Angry", "ang", (2.2, 4.0), "I am so angry!"),
+    "Ses01F_impro01_F001": ("Happy", "exc", (4.1, 5.0), "Happy day, happy day."),
+    "Ses01F_impro01_M001": ("Sad", "sad", (5.5, 7.5), "I am sad."),
+    "Ses02M_script01_1_F000": ("Happy", "hap", (0.3, 1.1), "A good day."),
+    "Ses02M_script01_1_M000": ("Angry", "ang", (1.2, 2.9), "Unhappy!"),
+    "Ses02M_script01_1_F001": ("Neutral", "neu", (3.0, 3.6), "Okay."),
+    "Ses02M_script01_1_M001": ("Sad", "sad", (3.7, 6.2), "So sad, so sad."),
+    "Ses02M_script01_1_F002": ("Neutral", "neu", (6.3, 7.0), "Sure."),
+}
+IEMO_TEST = ["Ses01F_impro01_M001", "Ses02M_script01_1_F002"]
+
+
+def make_iemocap(root: Path) -> tuple[Path, Path]:
+    raw, splits = root / "raw", root / "splits"
+    evals: dict[tuple[int, str], list[str]] = {}
+    for k, (sid, (_label, cat, (start, end), _text)) in enumerate(IEMO.items()):
+        session, dialog = int(sid[3:5]), sid.rsplit("_", 1)[0]
+        write_wav(raw / f"Session{session}" / "sentences" / "wav" / dialog / f"{sid}.wav", end - start, freq=300 + 50 * k)
+        evals.setdefault((session, dialog), ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""])
+        evals[(session, dialog)] += [f"[{start:.4f} - {end:.4f}]\t{sid}\t{cat}\t[2.5000, 3.0000, 2.5000]",
+                                     "C-E1:\tNeutral;\t()", "A-E1:\tval 3; act 2; dom  2;\t()", ""]
+    for (session, dialog), lines in evals.items():
+        base = raw / f"Session{session}" / "dialog"
+        write_lines(base / "EmoEvaluation" / f"{dialog}.txt", lines)
+        write_video(base / "avi" / "DivX" / f"{dialog}.avi", "avi", "mpeg4", 8, 25, size=(96, 48), marker=False)
+    row = "{}.mp4 [split|sign] {} [split|sign] {}"
+    write_lines(splits / "my_train_iemo.txt", [row.format(s, v[3], v[0]) for s, v in IEMO.items() if s not in IEMO_TEST])
+    write_lines(splits / "my_test_iemo.txt", [row.format(s, IEMO[s][3], IEMO[s][0]) for s in IEMO_TEST])
+    write_lines(splits / "stat_iemo.txt", ["Neutral", "Angry", "Sad", "Happy"], final=False)
+    return raw, splits
+
+
+MAKERS = {"cremad": make_cremad, "ks": make_ks, "food101": make_food101, "mvsa": make_mvsa, "iemocap": make_iemocap}
+
+
+@pytest.fixture(scope="module")
+def vocab_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bert") / "vocab.txt"
+    write_lines(path, VOCAB)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("real")
+    return {ds: make(root / ds) for ds, make in MAKERS.items()}
+
+
+def opts_for(ds: str, vocab: Path) -> dict:
+    opts = dict(UNVERIFIED)
+    if "text" in catalog.dataset_info(ds).modalities:
+        opts["text"] = {"vocab": str(vocab)}
+    if ds == "ks":
+        opts["allow_missing"] = None
+    return opts
+
+
+@pytest.fixture(scope="module")
+def stores(fixtures, vocab_file, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    root = tmp_path_factory.mktemp("features")
+    out = {}
+    for ds, (raw, splits) in fixtures.items():
+        opts = opts_for(ds, vocab_file)
+        if ds == "ks":
+            listing = root / "ks_unavailable.txt"
+            write_lines(listing, ["# clips missing from our Kinetics copy", KS_GONE])
+            opts["allow_missing"] = str(listing)
+        man = prepare(ds, raw, splits, root / ds, opts, split_seed=SEED, val_fraction=VAL)
+        out[ds] = (root / ds, man)
+    return out
+
+
+# ---------------------------------------------------------------- tests
+
+def test_catalog_entries():
+    expected = {"cremad": (("audio", "video"), 6), "ks": (("audio", "video"), 31),
+                "food101": (("image", "text"), 101), "mvsa": (("image", "text"), 3),
+                "iemocap": (("audio", "image", "text"), 4)}
+    paper = yaml.safe_load((ROOT / "mla" / "paper_tables.yaml").read_text())["table1"]
+    for ds, (mods, n) in expected.items():
+        info = catalog.dataset_info(ds)
+        assert (info.modalities, info.n_classes, info.family, info.paper_key) == (mods, n, "real", ds)
+        assert set(paper[ds]) == {*mods, "multi"}
+        assert (grid.raw_dir(ds), grid.feature_dir(ds)) == (f"data/raw/{ds}", f"data/features/{ds}")
+
+
+def test_counts_labels_shapes_and_manifest(fixtures, stores):
+    lists_len = {"cremad": (9, 3), "ks": (7, 3), "food101": (9, 3), "mvsa": (9, 3), "iemocap": (7, 2)}
+    for ds, (fdir, man) in stores.items():
+        info = catalog.dataset_info(ds)
+        n_train, n_test = lists_len[ds]
+        excluded = 1 if ds == "ks" else 0
+        c = man["counts"]
+        assert c["official"] == {"train": n_train, "test": n_test} and c["excluded"]["train"] == excluded
+        assert c["train"] + c["val"] == n_train - excluded and c["test"] == n_test
+        assert man["modalities"] == list(info.modalities) and man["lists_verified"] is False
+        assert man == read_manifest(fdir)
+        for split in ("train", "val", "test"):
+            data = load_split(fdir, split)
+            assert len(data) == c[split] and man["splits"][split]["count"] == c[split]
+            for m in info.modalities:
+                assert list(data.arrays[m].shape[1:]) == man["arrays"][m]["shape"]
+            # the carved lists are written with their sha256; every id keeps its list label
+            listed = dict(line.split() for line in (fdir / "splits" / f"{split}.txt").read_text().splitlines())
+            assert sha256_file(fdir / "splits" / f"{split}.txt") == man["lists_sha256"][f"splits/{split}.txt"]
+            assert [data.classes[y] for y in data.labels] == [listed[i] for i in data.ids]
+        assert set(man["source_sha256"]) == {p.name for p in fixtures[ds][1].iterdir()}
+
+    # MLA's class index: position in the sorted class file (3.11.1); KS: the OGM-GE index itself
+    assert stores["cremad"][1]["classes"] == ["Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad"]
+    assert stores["mvsa"][1]["classes"] == ["negative", "neutral", "positive"]
+    assert stores["iemocap"][1]["classes"] == ["Angry", "Happy", "Neutral", "Sad"]
+    assert stores["food101"][1]["classes"] == ["apple_pie", "hot_dog", "miso_soup"]
+    assert stores["ks"][1]["classes"] == [str(i) for i in range(31)]
+    ks_test = load_split(stores["ks"][0], "test")
+    assert [int(y) for y in ks_test.labels] == [KS_TEST[i] for i in ks_test.ids]
+
+
+def test_recorded_parameters(stores):
+    man = stores["cremad"][1]
+    assert man["features"]["audio"] == {"sample_rate": 16000, "n_mels": 128, "frame_length_ms": 25.0,
+                                        "frame_shift_ms": 10.0, "n_frames": 1024}
+    assert man["features"]["video"] == {"fps": 1, "n_frames": 3, "size": 224}
+    assert "workers" not in man["features"] and "verify_lists" not in man["features"]
+    assert man["inputs"]["audio"]["kind"] == "wav" and man["inputs"]["video"]["layout"] == "VideoFlash/<id>.flv"
+    assert man["arrays"]["video"] == {"dtype": "uint8", "shape": [3, 3, 224, 224]}
+    assert stores["ks"][1]["inputs"]["audio"]["kind"] == "track"
+    for ds in ("food101", "mvsa", "iemocap"):
+        m = stores[ds][1]
+        assert m["features"]["image"] == {"size": 256} and m["features"]["text"]["max_len"] == 256
+        assert m["features"]["text"]["vocab"] == "file" and m["text"]["vocab_size"] == len(VOCAB)
+        assert m["text"]["pad_id"] == 0 and m["arrays"]["text"] == {"dtype": "int64", "shape": [256]}
+        assert load_vocab(stores[ds][0]) == VOCAB
+    assert stores["iemocap"][1]["features"]["face"] == {"crop": "center", "region": "speaker"}
+
+
+def test_audio_and_video_content(stores):
+    data = {s: load_split(stores["cremad"][0], s) for s in ("train", "val", "test")}
+    x = np.concatenate([d.arrays["audio"] for d in data.values()])
+    # 1.5 s at 16 kHz, 25 ms windows every 10 ms: 148 frames, zero-padded to 1024
+    assert np.isfinite(x).all() and (np.abs(x[:, 0, :148]).sum(axis=2) > 0).all() and not x[:, 0, 148:].any()
+    video = {i: v for d in data.values() for i, v in zip(d.ids, d.arrays["video"])}
+    for sid, (_label, seconds) in CRE_CLIPS.items():
+        frames = video[sid]
+        n_kept = (int(seconds * 30) - 1) // 30 + 1  # frames 0, 30, 60, ... of the clip's int(seconds * 30)
+        picked = [0, n_kept // 3, 2 * (n_kept // 3)] if n_kept >= 3 else [0, 0, 0]
+        left = frames[:, 0, 20:200, 10:100].mean(axis=(1, 2))
+        right = frames[:, 0, 20:200, 130:210].mean(axis=(1, 2))
+        assert np.allclose(left, [20 + 10 * p for p in picked], atol=4), (sid, left)
+        assert (right > 200).all()  # each kept frame is the first of its second
+    ks = load_split(stores["ks"][0], "train")
+    assert np.isfinite(ks.arrays["audio"]).all()
+    assert (np.abs(ks.arrays["audio"][:, 0, :240]).sum(axis=2) > 0).all() and not ks.arrays["audio"][:, 0, 260:].any()
+
+
+def test_image_text_and_faces(stores):
+    food = {s: load_split(stores["food101"][0], s) for s in ("train", "val", "test")}
+    images = {i: x for d in food.values() for i, x in zip(d.ids, d.arrays["image"])}
+    text = {i: t for d in food.values() for i, t in zip(d.ids, d.arrays["text"])}
+    assert (images["apple_pie_2"][:, :4] < 250).all()  # 60x90: the centre crop cuts the bright top band
+    assert (images["apple_pie_1"][:, :20] > 240).all()  # 80x60: full height kept, band on top
+    ids = VOCAB.index
+    assert text["apple_pie_1"][:9].tolist() == [ids("apple"), ids("pie"), ids("##s"), ids(","), ids("a"),
+                                               ids("good"), ids("day"), ids("!"), 0]
+    assert text["apple_pie_3"][:3].tolist() == [ids("cafe"), ids("apple"), ids("pie")]
+    assert stores["food101"][1]["notes"]["records_from"]["train"] == {"train.jsonl": 8, "dev.jsonl": 1}
+    assert stores["mvsa"][1]["notes"]["records_from"]["test"] == {"test.jsonl": 2, "dev.jsonl": 1}
+    assert "(12 checked)" in stores["mvsa"][1]["notes"]["annotations"]
+
+    iemo = {s: load_split(stores["iemocap"][0], s) for s in ("train", "val", "test")}
+    faces = {i: x for d in iemo.values() for i, x in zip(d.ids, d.arrays["image"])}
+    for sid, (_l, _c, (start, end), _t) in IEMO.items():
+        second = int(np.ceil((start + end) / 2 * 25)) // 25  # first frame at or after the midpoint
+        # the speaker's half: left for the session's motion-capture actor (Ses01F: F), right otherwise
+        level = 20 + 10 * second if sid[5] == sid.rsplit("_", 1)[1][0] else 200 - 10 * second
+        assert abs(faces[sid][0].mean() - level) < 4, (sid, faces[sid][0].mean(), level)
+    assert stores["iemocap"][1]["notes"]["face_regions"] == {"left": 4, "right": 5}
+    assert stores["iemocap"][1]["notes"]["label_vs_emo_evaluation"]["Happy"] == {"exc": 1, "hap": 1}
+    texts = {i: t for d in iemo.values() for i, t in zip(d.ids, d.arrays["text"])}
+    assert texts["Ses02M_script01_1_M000"][:4].tolist() == [ids("un"), ids("##hap"), ids("##py"), ids("!")]
+    assert texts["Ses01F_impro01_F000"][:3].tolist() == [1, 1, ids(".")]  # "excuse", "me": not in the vocabulary
+
+
+def test_rerun_and_workers_are_byte_identical(fixtures, stores, vocab_file, tmp_path):
+    raw, splits = fixtures["mvsa"]
+    prepare("mvsa", raw, splits, tmp_path / "a", {**opts_for("mvsa", vocab_file), "workers": 2},
+            split_seed=SEED, val_fraction=VAL)
+    assert tree(tmp_path / "a") == tree(stores["mvsa"][0])
+    src = tmp_path / "mvsa_raw"  # an error inside a worker process still names the file
+    shutil.copytree(raw, src)
+    (src / "data" / "4198.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(MediaError, match=re.escape(str(src / "data" / "4198.jpg"))):
+        prepare("mvsa", src, splits, tmp_path / "a", {**opts_for("mvsa", vocab_file), "workers": 2},
+                split_seed=SEED, val_fraction=VAL)
+    assert tree(tmp_path / "a") == tree(stores["mvsa"][0])
+    raw, splits = fixtures["cremad"]
+    prepare("cremad", raw, splits, tmp_path / "b", opts_for("cremad", vocab_file), split_seed=SEED, val_fraction=VAL)
+    assert tree(tmp_path / "b") == tree(stores["cremad"][0])
+    # another split seed changes the carve, not the test split
+    man = prepare("cremad", raw, splits, tmp_path / "c", opts_for("cremad", vocab_file), split_seed=5, val_fraction=VAL)
+    assert man["splits"]["test"] == stores["cremad"][1]["splits"]["test"]
+
+
+def test_kinetics_unavailable_clips_are_listed_never_dropped(fixtures, stores, vocab_file, tmp_path):
+    man = stores["ks"][1]
+    assert man["excluded"] == {"train": [KS_GONE], "test": []}
+    assert man["notes"]["allow_missing"]["listed"] == 1 and man["notes"]["allow_missing"]["present_but_listed"] == 0
+    raw, splits = fixtures["ks"]
+    with pytest.raises(MissingFilesError, match=rf"(?s)1 of 10 input files.*\*\*/{KS_GONE}\.mp4.*allow-missing"):
+        prepare("ks", raw, splits, tmp_path / "x", opts_for("ks", vocab_file), split_seed=SEED, val_fraction=VAL)
+    bad = tmp_path / "listing.txt"
+    write_lines(bad, [KS_GONE, "not_a_clip_000000_000010"])
+    with pytest.raises(SplitFormatError, match=rf"{bad}:2: clip 'not_a_clip_000000_000010'"):
+        prepare("ks", raw, splits, tmp_path / "x", {**opts_for("ks", vocab_file), "allow_missing": str(bad)},
+                split_seed=SEED, val_fraction=VAL)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("ds,victim,damage", [
+    ("cremad", "VideoFlash/1002_IWL_SAD_XX.flv", "delete"),
+    ("cremad", "VideoFlash/1002_IWL_SAD_XX.flv", "garbage"),
+    ("iemocap", "Session2/sentences/wav/Ses02M_script01_1/Ses02M_script01_1_M001.wav", "truncate"),
+    ("food101", "images/test/hot_dog/hot_dog_9.jpg", "truncate"),
+])
+def test_bad_file_is_named_and_nothing_is_written(fixtures, stores, vocab_file, tmp_path, ds, victim, damage):
+    src = tmp_path / "raw"
+    shutil.copytree(fixtures[ds][0], src)
+    path = src / victim
+    if damage == "delete":
+        path.unlink()
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not a video" * 50)
+    else:
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    out = tmp_path / "features" / "store"
+    shutil.copytree(stores[ds][0], out)
+    before = tree(out)
+    with pytest.raises(MediaError, match=re.escape(str(path))):
+        prepare(ds, src, fixtures[ds][1], out, opts_for(ds, vocab_file), split_seed=SEED, val_fraction=VAL)
+    assert tree(out) == before and [p.name for p in out.parent.iterdir()] == ["store"]
+
+
+def test_list_and_source_errors_name_the_culprit(fixtures, vocab_file, tmp_path):
+    raw, splits = fixtures["cremad"]
+    bad = tmp_path / "cre"
+    shutil.copytree(splits, bad)
+    lines = (bad / "my_train_cre.txt").read_text().splitlines()
+    lines[1] = lines[1].replace(" Anger", " Sad")
+    write_lines(bad / "my_train_cre.txt", lines)
+    with pytest.raises(SplitFormatError, match=rf"my_train_cre.txt:2: clip '1002_IEO_ANG_HI' is labelled 'Sad'"):
+        prepare("cremad", raw, bad, tmp_path / "x", UNVERIFIED, split_seed=SEED, val_fraction=VAL)
+    # the default checks the lists against the official ones (sha256 and record counts, MLA.md 3.12)
+    with pytest.raises(SplitFormatError, match=r"my_train_cre.txt: 9 records, expected 6698"):
+        prepare("cremad", raw, splits, tmp_path / "x", {}, split_seed=SEED, val_fraction=VAL)
+
+    raw, splits = fixtures["food101"]
+    src = tmp_path / "food"
+    shutil.copytree(raw, src)
+    text = (src / "train.jsonl").read_text().replace('"label": "hot_dog"', '"label": "miso_soup"', 1)
+    (src / "train.jsonl").write_text(text)
+    with pytest.raises(SplitFormatError, match=r"label 'hot_dog' of 'hot_dog_1' differs from 'miso_soup' at .*train.jsonl:3"):
+        prepare("food101", src, splits, tmp_path / "x", opts_for("food101", vocab_file), split_seed=SEED, val_fraction=VAL)
+    (src / "dev.jsonl").write_bytes(b'{"img": "images/train/x.jpg", "text": "caf\xe9", "label": "hot_dog"}\n')
+    with pytest.raises(SplitFormatError, match=r"dev.jsonl:1: not valid UTF-8"):
+        prepare("food101", src, splits, tmp_path / "x", opts_for("food101", vocab_file), split_seed=SEED, val_fraction=VAL)
+    (src / "dev.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match=r"dev.jsonl"):
+        prepare("food101", src, splits, tmp_path / "x", opts_for("food101", vocab_file), split_seed=SEED, val_fraction=VAL)
+
+    raw, splits = fixtures["mvsa"]
+    src = tmp_path / "mvsa"
+    shutil.copytree(raw, src)
+    ann = (src / "labelResultAll.txt").read_text().replace("4445\tneutral,neutral", "4445\tneutral,positive")
+    (src / "labelResultAll.txt").write_text(ann)
+    with pytest.raises(SplitFormatError, match=r"labelResultAll.txt:4: annotations text=neutral, image=positive"):
+        prepare("mvsa", src, splits, tmp_path / "x", opts_for("mvsa", vocab_file), split_seed=SEED, val_fraction=VAL)
+
+    raw, splits = fixtures["iemocap"]
+    with pytest.raises(VocabError, match="bert-base-uncased vocab.txt.*--vocab"):
+        prepare("iemocap", raw, splits, tmp_path / "x", UNVERIFIED, split_seed=SEED, val_fraction=VAL)
+    with pytest.raises(VocabError, match="missing WordPiece vocabulary .*nowhere.txt"):
+        prepare("iemocap", raw, splits, tmp_path / "x", {**UNVERIFIED, "text": {"vocab": str(tmp_path / "nowhere.txt")}},
+                split_seed=SEED, val_fraction=VAL)
+    src = tmp_path / "iemo"
+    shutil.copytree(raw, src)
+    (src / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt").unlink()
+    with pytest.raises(MissingFilesError, match="Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"):
+        prepare("iemocap", src, splits, tmp_path / "x", opts_for("iemocap", vocab_file), split_seed=SEED, val_fraction=VAL)
+    for bad_opts, key in [({"bogus": 1}, "prepare.iemocap.bogus"), ({"video": {}}, "prepare.iemocap.video"),
+                          ({"audio": {"n_mels": 0}}, "prepare.iemocap.audio.n_mels"),
+                          ({"face": {"crop": "haar"}}, "prepare.iemocap.face.crop")]:
+        with pytest.raises(ValueError, match=key):
+            prepare("iemocap", raw, splits, tmp_path / "x", bad_opts, split_seed=SEED, val_fraction=VAL)
+    assert not (tmp_path / "x").exists()
+
+
+def test_built_vocabulary_uses_the_training_split_only(fixtures, tmp_path):
+    raw, splits = fixtures["iemocap"]
+    man = prepare("iemocap", raw, splits, tmp_path / "f", {**UNVERIFIED, "text": {"vocab": "build"}},
+                  split_seed=SEED, val_fraction=VAL)
+    vocab = load_vocab(tmp_path / "f")
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and man["features"]["text"]["vocab"] == "build"
+    train_ids = load_split(tmp_path / "f", "train").ids
+    train_words = {w for s in train_ids for w in basic_tokenize(IEMO[s][3])}
+    other_words = {w for s in IEMO if s not in train_ids for w in basic_tokenize(IEMO[s][3])} - train_words
+    assert train_words <= set(vocab) and other_words and not other_words & set(vocab)
+    assert man["text"]["built_from"] == "train"
+
+
+def test_cli_prepare(fixtures, stores, vocab_file, tmp_path, capsys):
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg.update(split_seed=SEED, val_fraction=VAL, prepare={"food101": UNVERIFIED})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    raw, splits = fixtures["food101"]
+    args = ["prepare", "--config", str(tmp_path / "c.yaml"), "--dataset", "food101", "--raw", str(raw),
+            "--splits", str(splits), "--out", str(tmp_path / "out")]
+    assert cli.main([*args, "--vocab", str(vocab_file)]) == 0
+    assert tree(tmp_path / "out") == tree(stores["food101"][0])
+    assert cli.main(args) == 1 and "vocab.txt" in capsys.readouterr().err
+    assert cli.main([*args[:-1], str(tmp_path / "o2"), "--dataset", "builtin_av"]) == 1
+    assert "no preparation for dataset 'builtin_av'" in capsys.readouterr().err
+
+
+def test_wordpiece_and_face_crop(tmp_path):
+    assert basic_tokenize("Héllo,\tWORLD!\x00 naïve 中文 e\u0301") == ["hello", ",", "world", "!", "naive", "中", "文", "e"]
+    tok = WordPiece(VOCAB)
+    assert tok.tokenize("Apple pies") == ["apple", "pie", "##s"] and tok.tokenize("unhappy") == ["un", "##hap", "##py"]
+    assert tok.tokenize("xyz " + "a" * 101) == ["[UNK]", "[UNK]"]
+    assert tok.encode("apple pie pie", 2).tolist() == [9, 10] and tok.encode("", 3).tolist() == [0, 0, 0]
+    built = build_vocab(["b a b", "c b"], size=20, min_freq=2)
+    assert built == [*SPECIAL, "a", "b", "c", "##a", "##b", "##c"]
+    dup = tmp_path / "v.txt"
+    write_lines(dup, ["[PAD]", "[UNK]", "x", "x"])
+    with pytest.raises(VocabError, match=rf"{dup}:4: duplicate token 'x'"):
+        WordPiece.from_file(dup)
+    frame = np.zeros((40, 100, 3), np.uint8)
+    frame[:, :50] = 60
+    frame[:, 50:] = 180
+    assert face_crop(frame, 20, "left").mean() == 60 and face_crop(frame, 20, "right").mean() == 180
+    assert face_crop(frame, 40).shape == (3, 40, 40) and face_crop(frame, 40)[:, :, :20].mean() == 60
