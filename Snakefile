@@ -15,6 +15,10 @@ include: "workflow/rules/ablation.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
+# Light rules that stay on the submit host under a cluster executor (profiles/slurm):
+# generating the built-in media, decoding features, writing the report.
+localrules: generate_builtin, features_builtin, report
+
 
 rule all:
     default_target: True

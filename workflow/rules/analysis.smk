@@ -15,6 +15,9 @@ rule analyze:
     conda:
         ENV
     threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 3000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
     shell:
         "python -m mla analyze --config {params.config} --dataset {wildcards.dataset} > {log} 2>&1"
 

@@ -16,7 +16,8 @@ rule train:
         ENV
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=lambda wildcards, attempt: 3000 * attempt,
+        runtime=lambda wildcards, attempt: 240 * attempt,
     shell:
         "python -m mla train --config {params.config} --job {params.job} > {log} 2>&1"
 

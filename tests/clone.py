@@ -1,0 +1,29 @@
+"""A throw-away git clone of the working tree with an edited config, for end-to-end tests."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clone_working_tree(dest: Path, configure: Callable[[dict], None]) -> Path:
+    """Copy the tracked and unignored files to ``dest``, let ``configure`` edit
+    ``config/config.yaml`` in place (a dict), and commit it all in a fresh repository."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for f in filter(None, files):
+        if (ROOT / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    cfg = yaml.safe_load((dest / "config/config.yaml").read_text())
+    configure(cfg)
+    (dest / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny"]):
+        subprocess.run(git + cmd, cwd=dest, capture_output=True, check=True)
+    return dest
