@@ -9,6 +9,7 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/real_data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/missing.smk"
 include: "workflow/rules/ablation.smk"

@@ -28,9 +28,15 @@ class SplitTensors:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def to(self, device: torch.device) -> "SplitTensors":
-        """The same split with every tensor on ``device`` (moved once, not per batch)."""
-        return SplitTensors(self.modalities, {m: x.to(device) for m, x in self.inputs.items()},
+    def to(self, device: torch.device, channels_last: bool = False) -> "SplitTensors":
+        """The same split with every tensor on ``device`` (moved once, not per batch); with
+        ``channels_last``, 4-D inputs (images, spectrograms) in channels-last memory format."""
+        def move(x: torch.Tensor) -> torch.Tensor:
+            if channels_last and x.dim() == 4:
+                return x.to(device, memory_format=torch.channels_last)
+            return x.to(device)
+
+        return SplitTensors(self.modalities, {m: move(x) for m, x in self.inputs.items()},
                             self.labels.to(device), self.present.to(device))
 
     def batch(self, index: torch.Tensor, modalities: tuple[str, ...] | None = None) -> dict:

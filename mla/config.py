@@ -2,7 +2,8 @@
 
 One JSON schema (``config_schema.yaml``) validates every config; unknown keys and wrong
 types are errors that name the key. ``--set key.sub=value`` overrides are applied before
-validation, so they are checked the same way.
+validation, so they are checked the same way. :func:`model_for` gives the model section one
+dataset trains with (``model.datasets.<name>`` merged over ``model``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import yaml
 from mla import catalog
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
+WEIGHTS_DIR = "data/weights"  # converted encoder weights (``weights.<name>`` -> <name>.pt)
 
 
 class ConfigError(ValueError):
@@ -64,21 +66,16 @@ def _check_names(cfg: dict) -> None:
             catalog.method_info(m)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    _check_model(cfg)
     for d in cfg["datasets"]:
         info = catalog.dataset_info(d)
-        if info.family == "builtin" and d not in cfg["data"]:
-            raise ConfigError(f"config key data.{d}: missing generator parameters for built-in dataset {d}")
         if info.family == "builtin":
-            gen = set(cfg["data"][d]["modalities"])
-            if gen != set(info.modalities):
-                raise ConfigError(
-                    f"config key data.{d}.modalities: expected {sorted(info.modalities)}, got {sorted(gen)}"
-                )
+            _check_builtin(cfg, d)
         for m in info.modalities:
-            if m not in cfg["model"]["encoders"]:
-                raise ConfigError(f"config key model.encoders.{m}: no encoder for modality {m} of {d}")
-            if m not in cfg["features"]:
-                raise ConfigError(f"config key features.{m}: no feature parameters for modality {m} of {d}")
+            if m not in model_for(cfg, d)["encoders"]:
+                raise ConfigError(f"config key model.encoders.{m}: no encoder for modality {m} of {d} "
+                                  f"(nor model.datasets.{d}.encoders.{m})")
+    _check_real(cfg)
     for section in ("missing", "ablation", "analysis"):
         for d in cfg[section]["datasets"]:
             if d not in cfg["datasets"]:
@@ -88,6 +85,120 @@ def _check_names(cfg: dict) -> None:
             raise ConfigError(f"config key analysis.methods: {m} is not in methods {cfg['methods']}")
     if cfg["analysis"]["datasets"] and cfg["analysis"]["seed"] not in cfg["seeds"]:
         raise ConfigError(f"config key analysis.seed: {cfg['analysis']['seed']} is not in seeds {cfg['seeds']}")
+
+
+def _check_builtin(cfg: dict, d: str) -> None:
+    """A built-in dataset needs its generator parameters (``data.<d>``) and the feature
+    parameters of its modalities (``features``); real datasets use neither."""
+    info = catalog.dataset_info(d)
+    if d not in cfg["data"]:
+        raise ConfigError(f"config key data.{d}: missing generator parameters for built-in dataset {d}")
+    gen = set(cfg["data"][d]["modalities"])
+    if gen != set(info.modalities):
+        raise ConfigError(f"config key data.{d}.modalities: expected {sorted(info.modalities)}, got {sorted(gen)}")
+    if "shard_size" not in cfg["features"]:
+        raise ConfigError(f"config key features.shard_size: required for built-in dataset {d}")
+    for m in info.modalities:
+        if m not in cfg["features"]:
+            raise ConfigError(f"config key features.{m}: no feature parameters for modality {m} of {d}")
+
+
+def model_for(cfg: dict, dataset: str) -> dict:
+    """The model section that ``dataset`` trains with: ``model.datasets.<dataset>`` over ``model``.
+
+    ``feature_dim`` is replaced; ``encoders`` are merged per modality, an override replacing its
+    modality's whole encoder spec (the options of two encoders have nothing in common). Returns
+    a new ``{"feature_dim": int, "encoders": {modality: spec}}``; for a dataset without an
+    override (every built-in one) it equals ``model`` without its ``datasets`` key.
+    """
+    model = cfg["model"]
+    over = (model.get("datasets") or {}).get(dataset) or {}
+    encoders = copy.deepcopy(model["encoders"])
+    encoders.update(copy.deepcopy(over.get("encoders") or {}))
+    return {"feature_dim": over.get("feature_dim", model["feature_dim"]), "encoders": encoders}
+
+
+def weights_path(name: str) -> str:
+    """Where ``convert-weights`` writes the declared weights ``weights.<name>``."""
+    return f"{WEIGHTS_DIR}/{name}.pt"
+
+
+def _check_model(cfg: dict) -> None:
+    """Per-dataset overrides name catalog datasets; an encoder's ``weights`` under data/weights/
+    must be a declared conversion (``weights.<name>``), so a rule can make it."""
+    for d in cfg["model"].get("datasets") or {}:
+        if d not in catalog.DATASETS:
+            raise ConfigError(f"config key model.datasets.{d}: unknown dataset; valid names: "
+                              f"{', '.join(sorted(catalog.DATASETS))}")
+    specs = [("model.encoders", cfg["model"]["encoders"])] + [
+        (f"model.datasets.{d}.encoders", (o or {}).get("encoders") or {})
+        for d, o in (cfg["model"].get("datasets") or {}).items()]
+    declared = cfg.get("weights") or {}
+    for where, encoders in specs:
+        for m, spec in encoders.items():
+            path = spec.get("weights")
+            if path is None or not str(path).startswith(WEIGHTS_DIR + "/"):
+                continue  # from scratch, or a file the user converted and placed elsewhere
+            name = str(path)[len(WEIGHTS_DIR) + 1:].removesuffix(".pt")
+            if weights_path(name) != path or name not in declared:
+                raise ConfigError(
+                    f"config key {where}.{m}.weights: {path} lies in {WEIGHTS_DIR}/, so it must be "
+                    f"{WEIGHTS_DIR}/<name>.pt of a declared conversion weights.<name> "
+                    f"(declared: {', '.join(sorted(declared)) or 'none'})")
+
+
+def _check_real(cfg: dict) -> None:
+    """Real datasets: where their raw data are (``raw.<d>``) and their preprocessing options
+    (``prepare.<d>``, checked by mla/data/options.py). Sections may hold datasets the grid does
+    not use (e.g. after ``--set datasets=[cremad]``), but only real ones."""
+    raw, prep = cfg.get("raw") or {}, cfg.get("prepare") or {}
+    for section, names in (("raw", raw), ("prepare", prep)):
+        for d in names:
+            if d not in catalog.DATASETS or catalog.dataset_info(d).family == "builtin":
+                real = sorted(n for n, i in catalog.DATASETS.items() if i.family != "builtin")
+                raise ConfigError(f"config key {section}.{d}: not a real dataset; valid names: {', '.join(real)}")
+    for d in cfg["datasets"]:
+        if catalog.dataset_info(d).family != "builtin" and d not in raw:
+            raise ConfigError(f"config key raw.{d}: where the raw data of {d} are is not configured "
+                              "(download: true, or path: <your copy>)")
+    if raw:
+        from mla.acquire.sources import load_sources
+
+        sources = load_sources()
+        for d, entry in raw.items():
+            _check_raw_entry(d, entry, sources)
+    if prep:
+        from mla.data.options import resolve_options
+        from mla.data.prepare import dataset_module
+
+        for d, opts in prep.items():
+            module = dataset_module(d)
+            try:
+                resolve_options(d, opts, module.SECTIONS, module.EXTRA)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+
+
+def _check_raw_entry(d: str, entry: dict, sources: dict) -> None:
+    spec = sources["datasets"].get(d, {})
+    if entry.get("download"):
+        if "path" in entry:
+            raise ConfigError(f"config key raw.{d}: give either download: true or path, not both")
+        if spec.get("kind") != "github_lfs":
+            raise ConfigError(f"config key raw.{d}.download: {d} cannot be downloaded (mla/acquire/sources.yaml: "
+                              f"kind {spec.get('kind')!r}); give path: <your copy>")
+        pinned = sources["repositories"][spec["repository"]].get("commit")
+        if not entry.get("commit") and not pinned:
+            raise ConfigError(f"config key raw.{d}.commit: sources.yaml pins no commit of "
+                              f"{sources['repositories'][spec['repository']]['slug']}; give one (40 hex digits)")
+        for key in ("reference",):
+            if key in entry:
+                raise ConfigError(f"config key raw.{d}.{key}: only for a copy verified in place (path)")
+    elif "path" in entry:
+        if "commit" in entry:
+            raise ConfigError(f"config key raw.{d}.commit: only with download: true")
+    else:
+        raise ConfigError(f"config key raw.{d}: give download: true or path: <your copy>")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -126,7 +237,17 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> dict:
         raise ConfigError(f"config file {path} does not exist") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    return validate(apply_overrides(cfg, overrides))
+    return validate(apply_overrides(_unshare(cfg), overrides))
+
+
+def _unshare(node: Any) -> Any:
+    """A copy in which no two places share an object: YAML aliases (``*m3ae``) load as ONE
+    object, so an override of one place would change every place that names it."""
+    if isinstance(node, dict):
+        return {k: _unshare(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unshare(v) for v in node]
+    return node
 
 
 def dump(cfg: dict) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mla import catalog
+from mla import catalog, real_paths
 
 PHASES = ("train", "missing", "ablation")
 
@@ -73,6 +73,18 @@ def results_dir(cfg: dict) -> str:
 
 def report_dir(cfg: dict) -> str:
     return f"reports/{cfg['name']}"
+
+
+REPORT_TABLES = ("table1", "table2", "table3", "selection", "released", "modality_gap")
+
+
+def report_files(cfg: dict) -> list[str]:
+    """Every file the report phase writes, the same for every config (tables of methods or analyses
+    outside the grid say 'not run'), so dvc.yaml can list them: the report rule's outputs."""
+    rep = report_dir(cfg)
+    files = [f"{rep}/{t}.{ext}" for t in REPORT_TABLES for ext in ("md", "csv", "html")]
+    return files + [f"{rep}/{f}" for f in ("claims.md", "report.html", "metrics.json", "training_curves.png",
+                                          "modality_gap.png")]
 
 
 def analysis_dir(cfg: dict, dataset: str) -> str:
@@ -174,14 +186,10 @@ def analysis_jobs(cfg: dict) -> dict[str, list[Job]]:
 
 def stage_dirs(cfg: dict) -> dict[str, list[str]]:
     """The directory each DVC stage owns (disjoint): every output path lies in exactly one."""
-    families = sorted({catalog.dataset_info(d).family for d in cfg["datasets"]})
     data = []
-    for fam in families:
-        if fam == "builtin":
-            data += ["data/raw/builtin", "data/features/builtin"]
-        else:
-            data += [raw_dir(d) for d in cfg["datasets"] if catalog.dataset_info(d).family == fam]
-            data += [feature_dir(d) for d in cfg["datasets"] if catalog.dataset_info(d).family == fam]
+    if any(catalog.dataset_info(d).family == "builtin" for d in cfg["datasets"]):
+        data += ["data/raw/builtin", "data/features/builtin"]
+    data += real_paths.data_dirs(cfg)
     res = results_dir(cfg)
     return {
         "data": data,
@@ -195,7 +203,8 @@ def stage_dirs(cfg: dict) -> dict[str, list[str]]:
 
 def all_output_paths(cfg: dict) -> list[str]:
     """Every output path the grid produces (data, runs, analyses, report)."""
-    paths = [raw_dir(d) for d in cfg["datasets"]] + [feature_dir(d) for d in cfg["datasets"]]
+    builtin = [d for d in cfg["datasets"] if catalog.dataset_info(d).family == "builtin"]
+    paths = [raw_dir(d) for d in builtin] + [feature_dir(d) for d in builtin] + real_paths.data_outputs(cfg)
     for j in jobs(cfg):
         paths += [j.job_dir] + [r.run_dir for r in j.runs]
     paths += [analysis_dir(cfg, d) for d in cfg["analysis"]["datasets"]]

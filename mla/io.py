@@ -1,8 +1,11 @@
-"""Writers whose output is byte-identical for identical content (DVC hashes these files), and
-atomic directory output (a failed step never leaves a partial result)."""
+"""Writers whose output is byte-identical for identical content (DVC hashes these files), atomic
+file and directory output (a failed step never leaves a partial result), write errors that name
+their path, and process locks."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import io
 import json
 import os
@@ -10,7 +13,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -64,6 +67,74 @@ def atomic_directory(out_dir: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; on success it is fsynced and renamed over ``path``.
+
+    A reader (or a process restarted after a kill) sees the old file or the new one, never a torn
+    one. On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # best effort: makes the rename survive a crash of the machine
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def name_on_error(path: str | Path, action: str = "write") -> Iterator[None]:
+    """Re-raise an ``OSError`` from the block as one that names ``path`` and keeps its errno.
+
+    A failed write says only "[Errno 28] No space left on device"; the user needs to know where.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if str(path) in str(exc):
+            raise
+        raise OSError(exc.errno, f"cannot {action} {path}: {exc.strerror or exc}") from exc
+
+
+def writable_directory(path: str | Path) -> Path:
+    """Create ``path`` (and its parents) if needed and check that it can be written; an error
+    names the path. Called before hours of work whose result goes there, not after."""
+    path = Path(path)
+    with name_on_error(path):
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    return path
+
+
+def try_lock(path: str | Path) -> IO | None:
+    """Take an exclusive, non-blocking ``flock`` on ``path`` (created if absent).
+
+    Returns the open file that holds the lock (keep it open; closing it releases the lock), or
+    None if another open file holds it. The kernel releases the lock when its process exits,
+    however it ends (SIGKILL included), so no stale lock outlives a crash.
+    """
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
 
 
 def _umask() -> int:

@@ -1,10 +1,13 @@
 """The training loop shared by every method, read top to bottom in labelled phases.
 
-seed -> data -> build -> epochs (train steps, evaluation, selection) -> write.
+seed -> data -> build -> resume -> epochs (train steps, evaluation, selection, save) -> write.
 
 One process trains every seed of one job (dataset x method x variant); each seed's run is
 written to its own directory only when it completes (written to a temporary sibling, then
-renamed), so a failed or interrupted run never leaves a half-written result.
+renamed), so a failed or interrupted run never leaves a half-written result. At the end of
+every epoch the run's whole state is saved under ``work/`` (``mla/checkpoint.py``); a job
+started again resumes each unfinished run from its last saved epoch, with the same result
+as an uninterrupted run, and restores the runs that finished before without retraining.
 """
 from __future__ import annotations
 
@@ -14,16 +17,19 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from mla import catalog, config as config_mod, grid
+from mla import catalog, checkpoint, config as config_mod, grid
 from mla.batches import SplitTensors, audio_stats, to_tensors
+from mla.checkpoint import JobWork, RunWork
+from mla.devices import placement
 from mla.evaluate import accuracies, split_metrics
-from mla.io import atomic_directory, save_npz, write_json
+from mla.io import atomic_directory, name_on_error, save_npz, writable_directory, write_json
 from mla.features.store import load_split, load_vocab, read_manifest
 from mla.methods.base import create_method, Method
 from mla.missing import SPLITS, draw_mask
@@ -36,15 +42,6 @@ def set_threads(threads: int) -> int:
     n = max(1, min(threads, os.cpu_count() or 1))
     torch.set_num_threads(n)
     return n
-
-
-def select_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``auto`` (cuda when available)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device: cuda requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -63,6 +60,7 @@ class DatasetArrays:
     n_classes: int
     splits: dict  # split -> SplitArrays
     vocab_size: int | None
+    text_len: int | None = None  # token positions per text (from the store's manifest)
 
 
 def load_dataset(dataset: str) -> DatasetArrays:
@@ -74,7 +72,8 @@ def load_dataset(dataset: str) -> DatasetArrays:
         raise ValueError(f"{feat_dir}: modalities {manifest['modalities']} differ from the catalog's {modalities}")
     splits = {s: load_split(feat_dir, s) for s in SPLITS}
     vocab = len(load_vocab(feat_dir)) if "text" in modalities else None
-    return DatasetArrays(modalities, len(manifest["classes"]), splits, vocab)
+    text_len = manifest["arrays"]["text"]["shape"][0] if "text" in modalities else None
+    return DatasetArrays(modalities, len(manifest["classes"]), splits, vocab, text_len)
 
 
 def split_tensors(ds: DatasetArrays, modalities: tuple[str, ...], seed: int,
@@ -93,13 +92,14 @@ def split_tensors(ds: DatasetArrays, modalities: tuple[str, ...], seed: int,
 
 def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[str, ...]) -> Method:
     """Encoders from the config's registry entries, wrapped by the job's method."""
-    dim = cfg["model"]["feature_dim"]
+    model = config_mod.model_for(cfg, job.dataset)
+    dim = model["feature_dim"]
     encoders = nn.ModuleDict()
     for m in modalities:
-        spec = dict(cfg["model"]["encoders"][m])
+        spec = dict(model["encoders"][m])
         if m == "text":  # sizes that only the feature store knows
             spec.setdefault("vocab_size", ds.vocab_size)
-            spec.setdefault("max_len", cfg["features"]["text"]["max_len"])
+            spec.setdefault("max_len", ds.text_len)
         encoders[m] = create_encoder(m, dim, spec)
     options = {**cfg["method_options"].get(job.method, {}), **dict(job.options)}
     return create_method(job.method, encoders, n_classes=ds.n_classes, feature_dim=dim, **options)
@@ -116,11 +116,37 @@ def build_optimizer(cfg: dict, params) -> tuple[torch.optim.Optimizer, torch.opt
     return opt, sched
 
 
-def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tuple[dict, list[dict], dict, dict]:
-    """Train one seed; return (metrics, epoch log, selected state_dict, presence masks)."""
+@dataclass
+class Selection:
+    """Best-so-far bookkeeping of one run: the selected epoch (on ``select_on``) with its scores
+    and state, the best epoch on test, and the last epoch's scores. Saved with the run's state."""
+
+    select_on: str
+    best: dict | None = None
+    best_epoch: int | None = None
+    best_state: dict | None = None
+    best_test: dict | None = None
+    last: dict = field(default_factory=dict)
+
+    def update(self, epoch: int, scores: dict, method: Method) -> None:
+        self.last = scores
+        if self.best is None or scores[self.select_on]["multi"] > self.best[self.select_on]["multi"]:
+            self.best, self.best_epoch = scores, epoch
+            self.best_state = copy.deepcopy(method.state_dict())
+        if self.best_test is None or scores["test"]["multi"] > self.best_test["multi"]:
+            self.best_test = {"epoch": epoch, "multi": scores["test"]["multi"]}
+
+
+def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
+              work: RunWork | None = None) -> tuple[dict, list[dict], dict, dict]:
+    """Train one seed; return (metrics, epoch log, selected state_dict, presence masks).
+
+    With ``work``, the run resumes from the state saved there and saves its state after every epoch.
+    """
     # --- seed -------------------------------------------------------------------------
     gen = seed_everything(seed)
-    device = select_device(cfg["device"])
+    place = placement(cfg)
+    device = place.device
     modalities = (job.modality,) if job.modality else ds.modalities
     missing = None
     if job.missing_rate is not None:
@@ -128,41 +154,52 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tuple[d
 
     # --- data -------------------------------------------------------------------------
     data, masks = split_tensors(ds, modalities, seed, missing)
-    data = {s: t.to(device) for s, t in data.items()}
+    data = {s: place.data(t) for s, t in data.items()}
 
     # --- build ------------------------------------------------------------------------
-    method = build_method(cfg, job, ds, modalities).to(device)
+    method = place.module(build_method(cfg, job, ds, modalities))
     optimizer, scheduler = build_optimizer(cfg, method.parameters())
     tr = cfg["training"]
-    select_on = "val" if len(data["val"]) else "test"  # val_fraction 0 = the released protocol
+    log, sel = [], Selection("val" if len(data["val"]) else "test")  # val_fraction 0 = the released protocol
+
+    # --- resume -----------------------------------------------------------------------
+    saved = work.load_state(device) if work is not None else None
+    first_epoch = 1 if saved is None else saved["epoch"] + 1
+    if saved is not None:
+        checkpoint.restore(saved, method, optimizer, scheduler, gen, device)
+        log, sel = saved["log"], Selection(**saved["selection"])
+        print(f"{job.id} seed {seed}: resumed from epoch {saved['epoch']} ({work.state_path})", flush=True)
 
     # --- epochs -----------------------------------------------------------------------
-    log, best, best_state, best_test = [], None, None, None
-    for epoch in range(1, tr["epochs"] + 1):
+    for epoch in range(first_epoch, tr["epochs"] + 1):
         method.train()
         losses = []
         for batch in method.epoch_batches(data["train"], tr["batch_size"], gen):
-            loss = method.train_step(batch, optimizer)
+            with place.autocast():
+                loss = method.train_step(batch, optimizer)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"{job.id} seed {seed}: non-finite loss {loss} in epoch {epoch}")
             losses.append(loss)
         if scheduler is not None:
             scheduler.step()
         # --- eval -------------------------------------------------------------------------
-        scores = {s: accuracies(method, data[s], tr["eval_batch_size"]) for s in ("val", "test") if len(data[s])}
+        with place.autocast():
+            scores = {s: accuracies(method, data[s], tr["eval_batch_size"]) for s in ("val", "test") if len(data[s])}
         log.append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 6),
                     **{s: split_metrics(a)[0] for s, a in scores.items()}})
-        if best is None or scores[select_on]["multi"] > best[select_on]["multi"]:
-            best, best_epoch = scores, epoch
-            best_state = copy.deepcopy(method.state_dict())
-        if best_test is None or scores["test"]["multi"] > best_test["multi"]:
-            best_test = {"epoch": epoch, "multi": scores["test"]["multi"]}
+        sel.update(epoch, scores, method)
+        # --- save -------------------------------------------------------------------------
+        if work is not None:
+            work.save_state(checkpoint.capture(epoch, method, optimizer, scheduler, gen, device,
+                                               log=log, selection=vars(sel)))
+            print(f"{job.id} seed {seed} epoch {epoch}/{tr['epochs']}: {len(losses)} steps, "
+                  f"train loss {log[-1]['train_loss']}, state saved", flush=True)
 
     # --- select -----------------------------------------------------------------------
-    metrics = run_metrics(job, seed, method, data, masks, missing, best, device)
-    metrics.update(selection=select_on, selected_epoch=best_epoch, epochs=tr["epochs"], best_on_test=best_test,
-                   last_epoch=split_metrics(scores["test"])[0])
-    return metrics, log, best_state, masks
+    metrics = run_metrics(job, seed, method, data, masks, missing, sel.best, device)
+    metrics.update(selection=sel.select_on, selected_epoch=sel.best_epoch, epochs=tr["epochs"],
+                   best_on_test=sel.best_test, last_epoch=split_metrics(sel.last["test"])[0])
+    return metrics, log, sel.best_state, masks
 
 
 def run_metrics(job: grid.Job, seed: int, method: Method, data: dict[str, SplitTensors], masks: dict,
@@ -189,10 +226,11 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
     own run; the masks are redrawn from the same (seed, rate, split), so they are identical.
     """
     seed_everything(seed)
-    device = select_device(cfg["device"])
+    place = placement(cfg)
+    device = place.device
     missing = None if job.missing_rate is None else {"rate": job.missing_rate, "masking": cfg["missing"]["masking"]}
     data, masks = split_tensors(ds, ds.modalities, seed, missing)
-    data = {s: t.to(device) for s, t in data.items()}
+    data = {s: place.data(t) for s, t in data.items()}
     method = build_method(cfg, job, ds, ds.modalities)
     by_id = {j.id: j for j in grid.jobs(cfg)}
     states = {}
@@ -201,38 +239,55 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
         ckpt = torch.load(f"{part.job_dir}/seed{seed}/checkpoint.pt", map_location="cpu", weights_only=True)
         states[part.modality] = ckpt["state_dict"]
     method.load_branches(states)
-    method.to(device)
+    method = place.module(method)
     bs = cfg["training"]["eval_batch_size"]
-    scores = {s: accuracies(method, data[s], bs) for s in ("val", "test") if len(data[s])}
+    with place.autocast():
+        scores = {s: accuracies(method, data[s], bs) for s in ("val", "test") if len(data[s])}
     metrics = run_metrics(job, seed, method, data, masks, missing, scores, device)
     metrics.update(selection="per component", selected_epoch=None, epochs=None, best_on_test=None,
                    last_epoch=None, components=[f"{by_id[d].job_dir}/seed{seed}" for d in job.needs])
     return metrics, [], method.state_dict(), masks
 
 
-def write_run(run_dir: str, cfg: dict, metrics: dict, log: list[dict], state: dict, masks: dict,
-              wall_s: float) -> None:
+def write_run(run_dir: str | os.PathLike, cfg: dict, metrics: dict, log: list[dict], state: dict, masks: dict,
+              wall_s: float, resumed_from: int | None = None) -> None:
     """Write one run's directory atomically (a temporary sibling renamed into place)."""
-    with atomic_directory(run_dir) as tmp:
+    with name_on_error(run_dir), atomic_directory(run_dir) as tmp:
         resolved = config_mod.dump(cfg)
         (tmp / "config.resolved.yaml").write_text(resolved)
-        torch.save({"state_dict": state, "config": resolved, "job": metrics["job"], "seed": metrics["seed"],
-                    "epoch": metrics["selected_epoch"]}, tmp / "checkpoint.pt")
+        (tmp / "checkpoint.pt").write_bytes(checkpoint.torch_bytes({
+            "state_dict": state, "config": resolved, "job": metrics["job"], "seed": metrics["seed"],
+            "epoch": metrics["selected_epoch"]}))
         write_json(tmp / "metrics.json", metrics)
         (tmp / "log.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in log))
         if masks:
             save_npz(tmp / "missing_masks.npz", masks)
-        write_json(tmp / "provenance.json", runtime_provenance(wall_s))
+        write_json(tmp / "provenance.json", {**runtime_provenance(wall_s), "resumed_from_epoch": resumed_from})
 
 
 def run_job(cfg: dict, job_id: str) -> None:
-    """Train every seed of one job of the grid."""
+    """Run every seed of one job of the grid: train (resuming from ``work/``) or assemble."""
     job = grid.job_by_id(cfg, job_id)
+    writable_directory(Path(job.job_dir).parent)  # fail now, not after training, if outputs cannot be written
+    reuses = catalog.method_info(job.method).reuses  # scoring only: seconds, nothing to resume
+    work = None if reuses else JobWork(cfg, job)  # locks the job's work directory
     set_threads(cfg["threads"])
     ds = load_dataset(job.dataset)
-    run = assemble_run if catalog.method_info(job.method).reuses else train_run
+    if work is None:
+        for r in job.runs:
+            start = time.perf_counter()
+            metrics, log, state, masks = assemble_run(cfg, job, ds, r.seed)
+            write_run(r.run_dir, cfg, metrics, log, state, masks, time.perf_counter() - start)
+            print(f"{job.id} seed {r.seed}: test {metrics['test']}", flush=True)
+        return
     for r in job.runs:
-        start = time.perf_counter()
-        metrics, log, state, masks = run(cfg, job, ds, r.seed)
-        write_run(r.run_dir, cfg, metrics, log, state, masks, time.perf_counter() - start)
-        print(f"{job.id} seed {r.seed}: test {metrics['test']} (epoch {metrics['selected_epoch']})", flush=True)
+        run = work.run(r.seed)
+        if run.finished:
+            print(f"{job.id} seed {r.seed}: finished before, restored from {run.run_dir}", flush=True)
+        else:
+            metrics, log, state, masks = train_run(cfg, job, ds, r.seed, run)
+            write_run(run.run_dir, cfg, metrics, log, state, masks, run.wall_s(), run.resumed_from)
+            run.drop_state()
+            print(f"{job.id} seed {r.seed}: test {metrics['test']} (epoch {metrics['selected_epoch']})", flush=True)
+        checkpoint.publish(run, r.run_dir)
+    work.finish()

@@ -102,6 +102,14 @@ def test_every_output_path_lies_in_exactly_one_dvc_stage():
             assert any(o == d or o.startswith(d + "/") for o in declared), (stage, d)
 
 
+def test_dvc_report_stage_declares_exactly_the_report_files():
+    cfg = config.load(CONFIG)
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]
+    declared = [next(iter(o)) if isinstance(o, dict) else o
+                for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]
+    assert sorted(o.replace("${name}", cfg["name"]) for o in declared) == sorted(grid.report_files(cfg))
+
+
 def test_job_lookup_errors_list_jobs():
     cfg = config.load(CONFIG)
     with pytest.raises(ValueError, match="valid jobs include: train/builtin_av/unimodal-audio"):

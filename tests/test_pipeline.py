@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from clone import clone_working_tree
 
 TINY = {
     "seeds": [0, 1],
@@ -47,26 +46,17 @@ def nothing_to_do(cwd: Path) -> bool:
     return "nothing to be done" in (out.stdout + out.stderr).lower()
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A git clone of the working tree (tracked and unignored files) with a tiny config."""
-    root = tmp_path_factory.mktemp("clone") / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for f in filter(None, files):
-        src = ROOT / f
-        if src.is_file():
-            (root / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / f)
-    cfg = yaml.safe_load((root / "config/config.yaml").read_text())
+def tiny(cfg: dict) -> None:
     cfg.update(TINY)
     cfg["data"] = {"builtin_ait": {**cfg["data"]["builtin_ait"], "n_train": 48, "n_test": 24}}
     cfg["features"]["shard_size"] = 32
     cfg["training"]["epochs"] = 2
-    (root / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], root)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git clone of the working tree (tracked and unignored files) with a tiny config."""
+    root = clone_working_tree(tmp_path_factory.mktemp("clone") / "project", tiny)
     yield root
     shutil.rmtree(root.parent, ignore_errors=True)
 
@@ -95,9 +85,37 @@ def test_dag_builds_the_report(built: Path):
 def test_dvc_repro_records_and_snakemake_stays_done(built: Path):
     assert (built / ".dvc" / "config").exists(), "the repository ships an initialised DVC project"
     run([sys.executable, "-m", "dvc", "repro"], built)
-    status = run([sys.executable, "-m", "dvc", "status"], built).stdout
+    status = run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], built).stdout
     assert "up to date" in status.lower(), status
     assert nothing_to_do(built)
+
+
+def test_dvc_push_pull_touch_and_regenerated_report_is_identical(built: Path, tmp_path: Path):
+    """A colleague's path (README "Sharing results"): push to a local remote, fresh clone,
+    ``dvc pull``, ``snakemake --touch``; Snakemake has nothing to do; the report regenerated from
+    the pulled results is byte-identical to the original."""
+    dvc, git = [sys.executable, "-m", "dvc"], ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    remote = tmp_path / "remote"
+    run(dvc + ["repro", "dvc.yaml"], built)     # nothing to do if the test above ran
+    run(git + ["add", "dvc.lock"], built)
+    run(git + ["commit", "-qm", "dvc.lock", "--allow-empty"], built)
+    # The shipped default remote is a sibling directory; --local keeps this override (and any
+    # credentials) in .dvc/config.local, which git ignores.
+    run(dvc + ["remote", "modify", "--local", "local", "url", str(remote)], built)
+    run(dvc + ["push"], built)
+    colleague = tmp_path / "colleague"
+    run(["git", "clone", "-q", str(built), str(colleague)], tmp_path)
+    run(dvc + ["remote", "modify", "--local", "local", "url", str(remote)], colleague)
+    run(dvc + ["pull"], colleague)
+    snakemake("--cores", "1", "--touch", "all", cwd=colleague)
+    assert nothing_to_do(colleague)
+    report = Path("reports/builtin")
+    original = {p.name: p.read_bytes() for p in sorted((built / report).iterdir())}
+    shutil.rmtree(colleague / report)
+    snakemake("--cores", "2", "phase_report", cwd=colleague)
+    regenerated = {p.name: p.read_bytes() for p in sorted((colleague / report).iterdir())}
+    assert sorted(regenerated) == sorted(original)
+    assert [n for n in original if regenerated[n] != original[n]] == []
 
 
 def test_same_job_twice_gives_identical_metrics(built: Path):

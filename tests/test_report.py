@@ -24,7 +24,8 @@ NOISE = {0: -0.5, 1: 0.5}   # per-seed offset: std of two seeds = sqrt(0.5)
 def make_cfg() -> dict:
     # The grid this test was written for (independent of the default config's method lists).
     return load(CONFIG, ["seeds=[0,1]", "analysis.tsne_points=20", "training.epochs=3",
-                         "methods=[unimodal, concat, mla]", "missing.methods=[concat, mla]"])
+                         "methods=[unimodal, concat, mla, mla_released]", "missing.methods=[concat, mla]",
+                         "missing.rates=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]"])
 
 
 def _accs(job: grid.Job, seed: int) -> tuple[dict, dict]:
@@ -39,6 +40,10 @@ def _accs(job: grid.Job, seed: int) -> tuple[dict, dict]:
         base = (80.0 if job.method == "mla" else 74.0) - 30 * job.missing_rate + e
         return {"multi": base, **{m: 50.0 + e for m in mods}}, {"dynamic": base, "uniform": base - 1}
     hgm = dict(job.options).get("hgm", True)
+    if job.method == "mla_released":
+        test = {m: alone[m] + e + 1 for m in mods}
+        test["multi"] = 78.0 + e
+        return test, {"dynamic": 78.0 + e, "fixed": 76.0 + e}
     if job.method == "concat":
         test = {m: alone[m] + e - (1 if i == len(mods) - 1 else 20) for i, m in enumerate(mods)}
         test["multi"] = 75.0 + e
@@ -125,22 +130,34 @@ def _build(cfg: dict) -> tuple[Path, dict]:
     return out, json.loads((out / "metrics.json").read_text())
 
 
-EXPECTED = [f"{t}.{e}" for t in ("table1", "table2", "table3", "selection", "modality_gap")
-            for e in ("md", "csv", "html")] + ["claims.md", "metrics.json", "report.html",
-                                               "modality_gap.png", "training_curves.png"]
 
 
 def test_all_files_and_hand_computed_cell(tree):
     write_results(tree, {("train/builtin_av/mla", 0): {"test": {"multi": 80.0}},
                          ("train/builtin_av/mla", 1): {"test": {"multi": 83.0}}})
     out, metrics = _build(tree)
-    assert sorted(p.name for p in out.iterdir()) == sorted(EXPECTED)
+    assert sorted(str(p) for p in out.iterdir()) == sorted(grid.report_files(tree))
+    assert {p.name for p in out.iterdir()} >= {"released.md", "selection.csv", "modality_gap.png"}
     # mean 81.5, sample std sqrt(((1.5)^2 + (1.5)^2) / 1) = 2.1213
     cell = metrics["table1"]["builtin_av/ours"]["multi"]["mla"]
     assert cell == {"mean": 81.5, "std": round(math.sqrt(4.5), 4), "n": 2}
     assert "| multi | — | not reproduced | 75.00 ± 0.71 |" in (out / "table1.md").read_text()
     assert "81.50 ± 2.12" in (out / "table1.md").read_text()
     assert "81.50 ± 2.12" in (out / "report.html").read_text()
+
+
+def test_released_table_compares_the_two_forms(tree):
+    out, metrics = _build(tree)
+    block = metrics["released"]["builtin_ait/ours"]
+    assert block["multi"]["mla"]["mean"] == 85.0 and block["multi"]["mla_released"]["mean"] == 78.0
+    assert block["multi"]["mla − mla_released"] == 7.0
+    assert block["audio"]["mla − mla_released"] == 1.0          # (60 + 2) - (60 + 1)
+    assert block["multi: batch-level entropy ([C] DF)"]["mla_released"]["mean"] == 78.0
+    assert block["multi: fixed weights ([C] no DF)"]["mla_released"]["mean"] == 76.0
+    assert block["multi: uniform mean (no DF)"]["mla"]["mean"] == 80.0
+    assert block["multi: released protocol (best on test)"]["mla_released"]["mean"] == 79.5
+    assert block["multi: fixed weights ([C] no DF)"]["mla"] is None   # not a variant of the paper form
+    assert "| multi | 85.00 ± 0.71 | 78.00 ± 0.71 | +7.00 |" in (out / "released.md").read_text()
 
 
 def test_not_reproduced_and_paper_blocks(tree):
@@ -217,7 +234,9 @@ def test_missing_jobs_make_claims_not_evaluated(tmp_path, monkeypatch):
     assert "single seed: no std, compared plainly" in (out / "claims.md").read_text()
     assert "| multi | — | not reproduced | not reproduced |" in (out / "table1.md").read_text()
     assert metrics["table1"]["builtin_av/ours"]["multi"]["mla"]["std"] is None
-    assert not (out / "modality_gap.png").exists()
+    # The report's files are the same for every config (dvc.yaml lists them): "not run" instead.
+    assert sorted(str(p) for p in out.iterdir()) == sorted(grid.report_files(cfg))
+    assert "| multi | 84.50 | not run | — |" in (out / "released.md").read_text()
 
 
 def test_rebuild_is_byte_identical(tree):

@@ -63,10 +63,13 @@ def verify_user_copy(
     reference: str | Path | None = None,
     obtain: str = "",
     workers: int = 4,
+    excluded: list[str] | None = None,
 ) -> Path:
     """Check the copy at ``root`` against ``layout`` x ``ids`` (and ``reference``); write ``manifest``.
 
     Nothing under ``root`` is written, moved or copied; ``manifest`` must lie outside ``root``.
+    ``excluded``: sample ids left out of ``ids`` as unavailable (an allow-missing listing), recorded
+    in the manifest.
     """
     root = Path(root)
     manifest = Path(manifest)
@@ -114,7 +117,29 @@ def verify_user_copy(
                 f"  {listed}\nReplace them with the original files. {where}".rstrip()
             )
     source = {"kind": "user_copy", "layout": list(layout or [])}
+    if excluded:
+        source["excluded"] = list(excluded)
     return write_manifest(manifest, dataset=dataset, files=files, source=source)
+
+
+def read_id_listing(path: str | Path, known: Iterable[str]) -> list[str]:
+    """Sample ids of an allow-missing listing (one per line, ``#`` comments), in file order; an id
+    that is in no split list, or listed twice, is an error naming its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AcquireError(f"missing allow-missing listing {path}")
+    known = set(known)
+    ids: dict[str, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        sid = line.split("#", 1)[0].strip()
+        if not sid:
+            continue
+        if sid in ids:
+            raise AcquireError(f"{path}:{lineno}: id {sid!r} listed twice (first on line {ids[sid]})")
+        if sid not in known:
+            raise AcquireError(f"{path}:{lineno}: id {sid!r} is in none of the split lists")
+        ids[sid] = lineno
+    return list(ids)
 
 
 def verify_dataset_copy(
@@ -126,11 +151,13 @@ def verify_dataset_copy(
     reference: str | Path | None = None,
     sources: dict[str, Any] | None = None,
     workers: int = 4,
+    allow_missing: str | Path | None = None,
 ) -> Path:
     """``verify_user_copy`` with the layout, ids (from the official lists in ``split_dir``) and
     instructions of a ``user_copy`` dataset in ``sources.yaml`` (a ``github_lfs`` dataset: a git-lfs
     clone, laid out by its ``media`` templates); any other name is verified as a plain directory
-    (every file listed, or those of ``reference``)."""
+    (every file listed, or those of ``reference``). ``allow_missing``: a listing of sample ids that
+    are known to be unavailable (``read_id_listing``); their files are not expected."""
     sources = sources or load_sources()
     if dataset not in sources["datasets"]:
         return verify_user_copy(dataset, root, manifest, reference=reference, workers=workers)
@@ -142,13 +169,20 @@ def verify_dataset_copy(
                                   f"git clone https://github.com/{slug}.git) and pass the clone as the root.")
     elif spec.get("kind") != "user_copy":
         raise AcquireError(f"dataset {dataset!r} of kind {spec.get('kind')!r} cannot be verified in place")
-    ids = None
+    ids, excluded = None, []
     if spec.get("layout"):
         if split_dir is None:
             raise AcquireError(f"{dataset}: the expected layout is per sample id; give the split-list directory")
         ids = read_split_lists(spec["split_lists"], split_dir, sources=sources).ids()
+        if allow_missing is not None:
+            excluded = read_id_listing(allow_missing, ids)
+            drop = set(excluded)
+            ids = [sid for sid in ids if sid not in drop]
+    elif allow_missing is not None:
+        raise AcquireError(f"{dataset}: --allow-missing needs a per-sample layout (sources.yaml) and the split lists")
     return verify_user_copy(dataset, root, manifest, ids=ids, layout=spec.get("layout"), reference=reference,
-                            obtain=" ".join(str(spec.get("obtain", "")).split()), workers=workers)
+                            obtain=" ".join(str(spec.get("obtain", "")).split()), workers=workers,
+                            excluded=excluded)
 
 
 def _walk(root: Path) -> Iterable[str]:

@@ -13,26 +13,24 @@ from mla.report.html import report_html
 
 
 def build_report(cfg: dict, out_dir: str) -> None:
-    """Write table{1,2,3}/selection/modality_gap .{md,csv,html}, claims.md, figures, metrics.json
-    and report.html into ``out_dir``. A result file missing for a job of the grid is an error."""
+    """Write every file of ``grid.report_files`` into ``out_dir`` (tables as .md/.csv/.html, claims.md,
+    figures, metrics.json, report.html). A result file missing for a job of the grid is an error."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, gaps, paper = collect(cfg), load_gaps(cfg), tables.load_paper()
 
     tabs = [tables.table1(cfg, results, paper), tables.table2(cfg, results, paper),
-            tables.table3(cfg, results, paper), tables.selection_table(cfg, results)]
-    if cfg["analysis"]["datasets"]:
-        tabs.append(tables.gap_table(cfg, gaps, paper))
+            tables.table3(cfg, results, paper), tables.selection_table(cfg, results),
+            tables.released_table(cfg, results)]
+    tabs.append(tables.gap_table(cfg, gaps, paper))
     for t in tabs:
         tables.write_table(t, out)
 
     claims = claims_mod.evaluate(cfg, results, gaps, paper)
     (out / "claims.md").write_text(claims_mod.claims_md(claims), encoding="utf-8")
 
-    figs = {"training_curves": figures.training_curves_figure(cfg, results, out / "training_curves.png")}
-    gap_fig = figures.modality_gap_figure(cfg, gaps, out / "modality_gap.png")
-    if gap_fig is not None:
-        figs["modality_gap"] = gap_fig
+    figs = {"training_curves": figures.training_curves_figure(cfg, results, out / "training_curves.png"),
+            "modality_gap": figures.modality_gap_figure(cfg, gaps, out / "modality_gap.png")}
 
     config_sha = hashlib.sha256(mla_config.dump(cfg).encode()).hexdigest()
     prov = provenance(results)

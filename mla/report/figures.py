@@ -32,11 +32,15 @@ def _load_tsne(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def modality_gap_figure(cfg: dict, gaps: dict[str, dict], out_path: str | Path) -> Path | None:
-    """Grid of t-SNE scatters: rows = analysed datasets, columns = the two analysed methods."""
+def modality_gap_figure(cfg: dict, gaps: dict[str, dict], out_path: str | Path) -> Path:
+    """Grid of t-SNE scatters: rows = analysed datasets, columns = the two analysed methods
+    (a figure saying so when the config analyses no dataset, so the report's files are fixed)."""
     datasets, methods = list(cfg["analysis"]["datasets"]), list(cfg["analysis"]["methods"])
     if not datasets:
-        return None
+        with matplotlib.style.context("default"):
+            fig = Figure(figsize=(4.2, 1.2), dpi=DPI)
+            fig.text(0.5, 0.5, "no dataset analysed (config analysis.datasets is empty)", ha="center", va="center")
+            return _save(fig, Path(out_path))
     with matplotlib.style.context("default"):
         fig = Figure(figsize=(4.2 * len(methods), 3.8 * len(datasets)), dpi=DPI)
         axes = fig.subplots(len(datasets), len(methods), squeeze=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from mla import config as mla_config, grid  # noqa: E402
+from mla import config as mla_config, grid, real_paths  # noqa: E402
 
 CONFIG_FILE = workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else "config/config.yaml"
 CFG = mla_config.load(CONFIG_FILE)
@@ -30,10 +30,19 @@ CODE_FEATURES = CODE_CONFIG + code("mla/data/splits.py", "mla/features/*.py")
 CODE_TRAIN = CODE_CONFIG + code(
     "mla/train.py", "mla/batches.py", "mla/evaluate.py", "mla/fusion.py", "mla/missing.py",
     "mla/provenance.py", "mla/registry.py", "mla/models/*.py", "mla/methods/base.py",
-    "mla/methods/__init__.py", "mla/features/store.py",
+    "mla/methods/__init__.py", "mla/features/store.py", "mla/checkpoint.py", "mla/devices.py", "mla/io.py",
 )
 CODE_ANALYSIS = CODE_TRAIN + code("mla/analysis/*.py")
 CODE_REPORT = CODE_CONFIG + code("mla/report/*.py", "mla/analysis/gap.py", "mla/paper_tables.yaml")
+
+
+CODE_WEIGHTS = CODE_CONFIG + code("mla/weights/*.py", "mla/models/*.py", "mla/registry.py", "mla/io.py")
+# What `mla prepare` runs for every real dataset; each dataset's own module is added per job.
+CODE_PREPARE = CODE_CONFIG + code(
+    "mla/data/prepare.py", "mla/data/options.py", "mla/data/samples.py", "mla/data/splits.py",
+    "mla/data/mmbt.py", "mla/features/*.py", "mla/io.py", "mla/acquire/official_splits.py",
+    "mla/acquire/splitlists.py", "mla/acquire/sources.py", "mla/acquire/errors.py",
+)
 
 
 def job_of(phase, wildcards):
@@ -50,6 +59,7 @@ def train_inputs(phase):
         return {
             "features": grid.feature_dir(job.dataset),
             "runs": [JOBS[n].job_dir for n in job.needs],
+            "weights": real_paths.weights_of(CFG, job.dataset),
             "code": CODE_TRAIN + code(*sorted(set(files))),
         }
 
@@ -61,13 +71,93 @@ def train_params(phase):
 
     def params(wildcards):
         job = job_of(phase, wildcards)
-        keys = ("seeds", "split_seed", "val_fraction", "device", "threads", "features", "model", "training")
+        keys = ("seeds", "split_seed", "val_fraction", "device", "threads", "features", "training")
         fingerprint = {k: CFG[k] for k in keys}
+        fingerprint.update({k: CFG.get(k) for k in ("precision", "channels_last") if k in CFG})
+        fingerprint["model"] = mla_config.model_for(CFG, job.dataset)  # this dataset's encoders only
         fingerprint["method_options"] = CFG["method_options"].get(job.method, {})
         fingerprint["missing"] = CFG["missing"]["masking"] if job.missing_rate is not None else None
         return json.dumps(fingerprint, sort_keys=True)
 
     return params
+
+
+# --- real datasets (workflow/rules/real_data.smk) ---------------------------------------------
+REAL = real_paths.real_datasets(CFG)
+DOWNLOADED = [d for d in REAL if real_paths.downloads(CFG, d)]
+IN_PLACE = [d for d in REAL if not real_paths.downloads(CFG, d)]
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly ``names`` (nothing when empty)."""
+    return "|".join(names) if names else "(?!)"
+
+
+def existing(paths):
+    """The user-provided files among ``paths`` that exist: inputs once they are in place (a later
+    change reruns the step), while the DAG still builds before they are (the step then fails
+    naming the file)."""
+    return [p for p in paths if Path(p).is_file()]
+
+
+def sources_fingerprint(dataset):
+    """The sources.yaml entries a dataset's acquisition follows (pins, layout), as a param: a
+    changed pin refetches, an edited comment does not. Acquisition outputs are verified against
+    pinned sha256, so they depend on no code file."""
+    from mla.acquire.sources import load_sources
+
+    src = load_sources()
+    spec = {k: v for k, v in src["datasets"].get(dataset, {}).items() if k != "obtain"}  # prose
+    lists = src["split_lists"].get(spec.get("split_lists", dataset), {})
+    repos = {k: src["repositories"][k] for k in (lists.get("repository"), spec.get("repository")) if k}
+    return json.dumps({"dataset": spec, "split_lists": lists, "repositories": repos}, sort_keys=True)
+
+
+def acquire_args(wildcards):
+    return real_paths.shell_args(real_paths.acquire_args(CFG, wildcards.dataset))
+
+
+def acquire_inputs(wildcards):
+    """The split lists (their ids) and, for a copy verified in place, the user's reference
+    manifest and allow-missing listing where they exist."""
+    d = wildcards.dataset
+    extra = [] if real_paths.downloads(CFG, d) else [CFG["raw"][d].get("reference"), real_paths.allow_missing(CFG, d)]
+    return {"splits": real_paths.split_dir(d), "user": existing([p for p in extra if p])}
+
+
+def prepare_inputs(wildcards):
+    """Lists, the acquisition manifest, the user's vocabulary/listing, and the code of `mla prepare`
+    with the dataset's own module."""
+    d = wildcards.dataset
+    return {
+        "splits": real_paths.split_dir(d),
+        "raw": real_paths.raw_manifest(d),
+        "user": existing(real_paths.user_files(CFG, d)),
+        "code": CODE_PREPARE + code(real_paths.prepare_module_file(d)),
+    }
+
+
+def prepare_params(wildcards):
+    """The config values `mla prepare` reads (workers excepted: the output does not depend on it)."""
+    opts = real_paths.prepare_options(CFG, wildcards.dataset)
+    opts.pop("workers", None)
+    return json.dumps([opts, CFG["split_seed"], CFG["val_fraction"]], sort_keys=True)
+
+
+def prepare_threads(wildcards):
+    return int(real_paths.prepare_options(CFG, wildcards.dataset).get("workers", 1))
+
+
+WEIGHTS = {Path(p).name.removesuffix(".pt"): spec for p, spec in real_paths.weights_used(CFG).items()}
+
+
+def weights_inputs(wildcards):
+    """The third-party checkpoint (once it exists) and the conversion code."""
+    return {"source": existing([WEIGHTS[wildcards.name]["source"]]), "code": CODE_WEIGHTS}
+
+
+def convert_args(wildcards):
+    return real_paths.shell_args(real_paths.convert_args(WEIGHTS[wildcards.name]))
 
 
 wildcard_constraints:

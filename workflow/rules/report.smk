@@ -1,8 +1,6 @@
 # Report phase: Tables 1-3 beside the paper's numbers, claims, figures, report.html.
 
-REPORT_FILES = [
-    f"{REP}/{stem}.{ext}" for stem in ("table1", "table2", "table3") for ext in ("md", "csv", "html")
-] + [f"{REP}/report.html", f"{REP}/metrics.json", f"{REP}/modality_gap.png", f"{REP}/training_curves.png"]
+REPORT_FILES = grid.report_files(CFG)
 
 
 rule report:
@@ -12,9 +10,8 @@ rule report:
         code=CODE_REPORT,
     output:
         [f for f in REPORT_FILES if not f.endswith((".png", "report.html"))],
+        [report(f, category="Figures") for f in REPORT_FILES if f.endswith(".png")],
         html=report(f"{REP}/report.html", category="Report"),
-        gap=report(f"{REP}/modality_gap.png", category="Figures"),
-        curves=report(f"{REP}/training_curves.png", category="Figures"),
     params:
         config=CONFIG_FILE,
         out=lambda w, output: str(Path(output.html).parent),
