@@ -27,3 +27,11 @@ def clone_working_tree(dest: Path, configure: Callable[[dict], None]) -> Path:
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny"]):
         subprocess.run(git + cmd, cwd=dest, capture_output=True, check=True)
     return dest
+
+
+def shrink(cfg: dict, grid: dict, dataset: str, n_train: int, n_test: int, epochs: int) -> None:
+    """Edit ``cfg`` in place to a tiny grid on one built-in dataset (seconds per job)."""
+    cfg.update(grid)
+    cfg["data"] = {dataset: {**cfg["data"][dataset], "n_train": n_train, "n_test": n_test}}
+    cfg["features"]["shard_size"] = 32
+    cfg["training"]["epochs"] = epochs

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clone import clone_working_tree
+from clone import clone_working_tree, shrink
 
 TINY = {
     "seeds": [0, 1],
@@ -47,10 +47,7 @@ def nothing_to_do(cwd: Path) -> bool:
 
 
 def tiny(cfg: dict) -> None:
-    cfg.update(TINY)
-    cfg["data"] = {"builtin_ait": {**cfg["data"]["builtin_ait"], "n_train": 48, "n_test": 24}}
-    cfg["features"]["shard_size"] = 32
-    cfg["training"]["epochs"] = 2
+    shrink(cfg, TINY, "builtin_ait", n_train=48, n_test=24, epochs=2)
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +87,18 @@ def test_dvc_repro_records_and_snakemake_stays_done(built: Path):
     assert nothing_to_do(built)
 
 
+def test_same_job_twice_gives_identical_metrics(built: Path):
+    path = built / "results/builtin/train/builtin_ait/mla/seed0/metrics.json"
+    first = path.read_bytes()
+    run([sys.executable, "-m", "mla", "train", "--job", "train/builtin_ait/mla"], built)
+    assert path.read_bytes() == first
+
+
 def test_dvc_push_pull_touch_and_regenerated_report_is_identical(built: Path, tmp_path: Path):
     """A colleague's path (README "Sharing results"): push to a local remote, fresh clone,
     ``dvc pull``, ``snakemake --touch``; Snakemake has nothing to do; the report regenerated from
-    the pulled results is byte-identical to the original."""
+    the pulled results is byte-identical to the original. Last in the module: it commits dvc.lock,
+    which changes the git commit that later runs would record."""
     dvc, git = [sys.executable, "-m", "dvc"], ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     remote = tmp_path / "remote"
     run(dvc + ["repro", "dvc.yaml"], built)     # nothing to do if the test above ran
@@ -102,11 +107,11 @@ def test_dvc_push_pull_touch_and_regenerated_report_is_identical(built: Path, tm
     # The shipped default remote is a sibling directory; --local keeps this override (and any
     # credentials) in .dvc/config.local, which git ignores.
     run(dvc + ["remote", "modify", "--local", "local", "url", str(remote)], built)
-    run(dvc + ["push"], built)
+    run(dvc + ["push", "dvc.yaml"], built)
     colleague = tmp_path / "colleague"
     run(["git", "clone", "-q", str(built), str(colleague)], tmp_path)
     run(dvc + ["remote", "modify", "--local", "local", "url", str(remote)], colleague)
-    run(dvc + ["pull"], colleague)
+    run(dvc + ["pull", "dvc.yaml"], colleague)
     snakemake("--cores", "1", "--touch", "all", cwd=colleague)
     assert nothing_to_do(colleague)
     report = Path("reports/builtin")
@@ -116,10 +121,3 @@ def test_dvc_push_pull_touch_and_regenerated_report_is_identical(built: Path, tm
     regenerated = {p.name: p.read_bytes() for p in sorted((colleague / report).iterdir())}
     assert sorted(regenerated) == sorted(original)
     assert [n for n in original if regenerated[n] != original[n]] == []
-
-
-def test_same_job_twice_gives_identical_metrics(built: Path):
-    path = built / "results/builtin/train/builtin_ait/mla/seed0/metrics.json"
-    first = path.read_bytes()
-    run([sys.executable, "-m", "mla", "train", "--job", "train/builtin_ait/mla"], built)
-    assert path.read_bytes() == first

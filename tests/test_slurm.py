@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clone import clone_working_tree
+from clone import clone_working_tree, shrink
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = os.environ.get("CI") == "true"
@@ -197,10 +197,7 @@ def cluster(request, slurm_installed) -> None:
 
 
 def tiny(cfg: dict) -> None:
-    cfg.update(TINY)
-    cfg["data"] = {"builtin_it": {**cfg["data"]["builtin_it"], "n_train": 64, "n_test": 32}}
-    cfg["features"]["shard_size"] = 32
-    cfg["training"]["epochs"] = 1
+    shrink(cfg, TINY, "builtin_it", n_train=64, n_test=32, epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,7 @@ def verify_user_copy(
             raise AcquireError(f"{dataset}: a layout needs the sample ids (from the split lists)")
         wanted = expected_paths(ids, layout)
     elif ref is None:
-        wanted = sorted(_walk(root))
+        wanted = sorted(walk_files(root))
     else:
         wanted = []
     if ref is not None:
@@ -185,7 +185,7 @@ def verify_dataset_copy(
                             excluded=excluded)
 
 
-def _walk(root: Path) -> Iterable[str]:
+def walk_files(root: Path) -> Iterable[str]:
     """Relative paths of the files under ``root``, following directory links (a copy spread over
     disks) but entering each real directory once, so a link cycle cannot loop."""
     seen: set[str] = set()
@@ -209,7 +209,7 @@ def _locate(root: Path, wanted: list[str]) -> tuple[dict[str, str], list[str]]:
         if rel.startswith("**/"):
             if by_name is None:
                 by_name = {}
-                for path in _walk(root):
+                for path in walk_files(root):
                     by_name.setdefault(path.rsplit("/", 1)[-1], []).append(path)
             hits = by_name.get(rel[3:], [])
             if len(hits) > 1:

@@ -4,13 +4,13 @@ finding files by name.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from mla.acquire.errors import SplitFormatError
 from mla.acquire.official_splits import SplitLists
+from mla.acquire.usercopy import walk_files
 from mla.features import MediaError
 from mla.features.inputs import Input
 
@@ -89,18 +89,11 @@ def read_lines(path: Path) -> list[str]:
 def files_by_name(root: Path, suffix: str) -> dict[str, list[str]]:
     """``{file name: [paths relative to root]}`` of the files under ``root`` ending in ``suffix``,
     following directory links but entering each real directory once (sorted, so deterministic)."""
-    seen: set[str] = set()
     out: dict[str, list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.endswith(suffix):
-                out.setdefault(name, []).append(Path(dirpath, name).relative_to(root).as_posix())
+    for rel in walk_files(root):
+        name = rel.rsplit("/", 1)[-1]
+        if name.endswith(suffix):
+            out.setdefault(name, []).append(rel)
     return out
 
 
