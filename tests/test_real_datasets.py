@@ -102,6 +102,10 @@ CRE_TEST = ["1004_DFA_ANG_XX", "1004_IEO_HAP_XX", "1004_TIE_SAD_XX"]
 
 
 def make_cremad(root: Path) -> tuple[Path, Path]:
+    """CREMA-D layout: ``AudioWAV/<id>.wav`` (16 kHz mono) and ``VideoFlash/<id>.flv`` with ids
+    ``<actor>_<sentence>_<emotion>_<level>`` (source: the CREMA-D repository's README and MLA.md
+    §3.11.2); lists in [C]'s ``<id> <label>`` format (MLA.md §3.12). ASSUMED: clip lengths, frame
+    sizes and tone content (any decodable media serve); FLV written with PyAV's flv1 codec."""
     raw, splits = root / "raw", root / "splits"
     for sid, (_label, seconds) in CRE_CLIPS.items():
         write_wav(raw / "AudioWAV" / f"{sid}.wav", 1.5)
@@ -120,6 +124,9 @@ KS_GONE = "Gg0Hh1Jj2Kk_000001_000011"  # in the training list, not in the copy
 
 
 def make_ks(root: Path) -> tuple[Path, Path]:
+    """Kinetics-Sounds: one ``<id>.mp4`` per list id anywhere under the root (OGM-GE's lists, MLA.md
+    §3.11.3; CVDF-mirror style ``<youtube id>_<start>_<end>``). ASSUMED: the sub-folder layout of a
+    user's Kinetics-400 copy (any is accepted), and that test ids ``<yt>_<n>`` name files as-is."""
     raw, splits = root / "raw", root / "splits"
     for sid, idx in {**KS_TRAIN, **KS_TEST}.items():
         sub = "test" if sid in KS_TEST else f"train/class_{idx}"  # Kinetics copies nest clips in folders
@@ -144,6 +151,9 @@ FOOD = {  # id -> (label, source jsonl, image size, text)
 
 
 def make_food101(root: Path) -> tuple[Path, Path]:
+    """UPMC Food-101: MMBT-style ``train/dev/test.jsonl`` (fields ``img``, ``text``, ``label``) plus
+    ``images/<split>/<label>/<label>_<n>.jpg`` (MLA.md §3.11.4; MMBT's preprocessing script).
+    ASSUMED: image sizes and texts; which jsonl holds each id (all three are searched)."""
     raw, splits = root / "raw", root / "splits"
     jsonl: dict[str, list] = {"train": [], "dev": [], "test": []}
     for k, (sid, (label, src, size, text)) in enumerate(FOOD.items()):
@@ -169,6 +179,9 @@ MVSA_TEST = ["4141", "4772", "1786"]
 
 
 def make_mvsa(root: Path) -> tuple[Path, Path]:
+    """MVSA-Single: ``data/<id>.jpg`` + ``data/<id>.txt`` and ``labelResultAll.txt`` (tab-separated
+    ``ID`` and ``text,image`` labels; MVSA's distribution), QMF's MMBT-style jsonl (MLA.md §3.11.4).
+    ASSUMED: image content and sizes; the text/image-agreement rule is checked, not assumed."""
     raw, splits = root / "raw", root / "splits"
     jsonl: dict[str, list] = {"train": [], "dev": [], "test": []}
     ann = ["ID\ttext,image", "5\tpositive,negative"]  # a disagreeing pair, in no list (as in MVSA-Single)
@@ -202,6 +215,11 @@ IEMO_TEST = ["Ses01F_impro01_M001", "Ses02M_script01_1_F002"]
 
 
 def make_iemocap(root: Path) -> tuple[Path, Path]:
+    """IEMOCAP: USC SAIL's ``IEMOCAP_full_release`` layout, ``Session<n>/sentences/wav/<dialog>/<utt>.wav``,
+    ``Session<n>/dialog/avi/DivX/<dialog>.avi`` and ``dialog/EmoEvaluation/<dialog>.txt`` (the
+    release's documentation; not described in MLA.md, so the layout itself is ASSUMED from the
+    public release), lists in [C]'s IEMOCAP format (MLA.md §3.11.5). ASSUMED: AVI codec and frame
+    sizes, utterance times."""
     raw, splits = root / "raw", root / "splits"
     evals: dict[tuple[int, str], list[str]] = {}
     for k, (sid, (_label, cat, (start, end), _text)) in enumerate(IEMO.items()):
