@@ -14,7 +14,7 @@ rule analyze:
         f"logs/{NAME}/analysis/{{dataset}}.log",
     conda:
         ENV
-    threads: 1
+    threads: CFG["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,

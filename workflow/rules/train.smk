@@ -14,7 +14,7 @@ rule train:
         f"logs/{NAME}/train/{{dataset}}/{{tag}}.log",
     conda:
         ENV
-    threads: 1
+    threads: CFG["threads"]  # the torch threads a job uses (mla.train.set_threads), so a cluster allocates them
     resources:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
