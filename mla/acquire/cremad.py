@@ -15,24 +15,11 @@ from mla.acquire.official_splits import read_split_lists
 from mla.acquire.sources import dataset_spec, load_sources
 
 
-def acquire_cremad(
-    root: str | Path,
-    split_dir: str | Path,
-    *,
-    commit: str | None = None,
-    sources: dict[str, Any] | None = None,
-    base_url: str | dict[str, str] | None = None,
-    manifest: str | Path | None = None,
-    workers: int = 8,
-    retries: int = 5,
-    backoff: float = 1.0,
-    timeout: float = 60.0,
-) -> Path:
+def acquire_cremad(root: str | Path, split_dir: str | Path, *, sources: dict[str, Any] | None = None,
+                   **options: Any) -> Path:
     """Download and verify the WAV and FLV files of every clip in MLA's CREMA-D lists (read from
-    ``split_dir``, see ``fetch_split_lists``) into ``root``; return the manifest path."""
+    ``split_dir``, see ``fetch_split_lists``) into ``root``; return the manifest path. ``options``
+    are :func:`acquire_github_lfs`'s (commit, base_url, manifest, workers, retries, ...)."""
     sources = sources or load_sources()
     lists = read_split_lists(dataset_spec(sources, "cremad")["split_lists"], split_dir, sources=sources)
-    return acquire_github_lfs(
-        "cremad", root, lists.ids(), commit=commit, sources=sources, base_url=base_url, manifest=manifest,
-        workers=workers, retries=retries, backoff=backoff, timeout=timeout,
-    )
+    return acquire_github_lfs("cremad", root, lists.ids(), sources=sources, **options)

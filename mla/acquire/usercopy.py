@@ -128,16 +128,22 @@ def read_id_listing(path: str | Path, known: Iterable[str]) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise AcquireError(f"missing allow-missing listing {path}")
-    known = set(known)
+    return parse_id_listing(path, path.read_text(encoding="utf-8").splitlines(), set(known))
+
+
+def parse_id_listing(path: Path, lines: Iterable[str], known: set[str], *, error: type[Exception] = AcquireError,
+                     noun: str = "id", unknown: str = "is in none of the split lists") -> list[str]:
+    """The ids of a listing's ``lines`` in order (``#`` starts a comment); a repeated id or one not in
+    ``known`` raises ``error`` naming ``path`` and the line."""
     ids: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(lines, start=1):
         sid = line.split("#", 1)[0].strip()
         if not sid:
             continue
         if sid in ids:
-            raise AcquireError(f"{path}:{lineno}: id {sid!r} listed twice (first on line {ids[sid]})")
+            raise error(f"{path}:{lineno}: {noun} {sid!r} listed twice (first on line {ids[sid]})")
         if sid not in known:
-            raise AcquireError(f"{path}:{lineno}: id {sid!r} is in none of the split lists")
+            raise error(f"{path}:{lineno}: {noun} {sid!r} {unknown}")
         ids[sid] = lineno
     return list(ids)
 

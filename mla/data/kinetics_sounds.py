@@ -16,6 +16,7 @@ from pathlib import Path
 from mla import catalog
 from mla.acquire.errors import SplitFormatError
 from mla.acquire.official_splits import SplitLists
+from mla.acquire.usercopy import parse_id_listing
 from mla.data.samples import Resolved, Sample, files_by_name, read_lines
 from mla.data.splits import sha256_file
 from mla.features.inputs import Input
@@ -34,17 +35,8 @@ def read_listing(path: str | Path, known: set[str]) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing allow_missing listing {path}")
-    ids: dict[str, int] = {}
-    for lineno, line in enumerate(read_lines(path), start=1):
-        sid = line.split("#", 1)[0].strip()
-        if not sid:
-            continue
-        if sid in ids:
-            raise SplitFormatError(f"{path}:{lineno}: clip {sid!r} listed twice (first on line {ids[sid]})")
-        if sid not in known:
-            raise SplitFormatError(f"{path}:{lineno}: clip {sid!r} is in neither Kinetics-Sounds list")
-        ids[sid] = lineno
-    return list(ids)
+    return parse_id_listing(path, read_lines(path), known, error=SplitFormatError, noun="clip",
+                            unknown="is in neither Kinetics-Sounds list")
 
 
 def resolve(lists: SplitLists, raw_dir: Path, opts: dict) -> Resolved:
