@@ -58,13 +58,13 @@ class Job:
 def raw_dir(dataset: str) -> str:
     """Where a dataset's raw media live."""
     info = catalog.dataset_info(dataset)
-    return f"data/raw/builtin/{dataset}" if info.family == "builtin" else f"data/raw/{dataset}"
+    return f"data/raw/builtin/{dataset}" if info.family == "builtin" else real_paths.raw_dir(dataset)
 
 
 def feature_dir(dataset: str) -> str:
     """Where a dataset's feature store lives."""
     info = catalog.dataset_info(dataset)
-    return f"data/features/builtin/{dataset}" if info.family == "builtin" else f"data/features/{dataset}"
+    return f"data/features/builtin/{dataset}" if info.family == "builtin" else real_paths.feature_dir(dataset)
 
 
 def results_dir(cfg: dict) -> str:

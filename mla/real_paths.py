@@ -10,7 +10,7 @@
 
 The raw data of a copy used in place (licence-restricted or user-provided: IEMOCAP, a Kinetics-400
 copy, Food-101, MVSA) are never an output of any rule or DVC stage; its manifest (per-file sha256)
-is what Snakemake and DVC track. Paths match :mod:`mla.grid` (``raw_dir``, ``feature_dir``).
+is what Snakemake and DVC track. :mod:`mla.grid` (``raw_dir``, ``feature_dir``) takes these paths for real datasets.
 """
 from __future__ import annotations
 
