@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from mla import catalog, cli, grid
 from mla.acquire.errors import SplitFormatError
@@ -20,7 +20,9 @@ from mla.data.prepare import prepare
 from mla.data.samples import MissingFilesError
 from mla.data.splits import sha256_file
 from mla.features import MediaError
+from mla.features import face as face_mod
 from mla.features.face import face_crop
+from mla.features.media import frame_at
 from mla.features.store import load_split, load_vocab, read_manifest
 from mla.features.wordpiece import SPECIAL, VocabError, WordPiece, basic_tokenize, build_vocab
 
@@ -71,6 +73,37 @@ def write_video(path: Path, fmt: str, codec: str, seconds: float, fps: int, size
                     c.mux(p)
             for p in aus.encode():
                 c.mux(p)
+
+
+def draw_face(img: Image.Image, cx: float, cy: float, s: float) -> None:
+    """A drawn frontal face that OpenCV's frontal-face Haar cascade detects (found by trial): a light
+    oval, dark brows and eyes, a lighter nose, a dark mouth; ``s`` is about half the face's width."""
+    d = ImageDraw.Draw(img)
+    d.ellipse([cx - s * 0.8, cy - s * 1.05, cx + s * 0.8, cy + s * 1.1], fill=(200, 180, 160))
+    for side in (-1, 1):
+        ex = cx + side * s * 0.35
+        d.rectangle([ex - s * 0.25, cy - s * 0.42, ex + s * 0.25, cy - s * 0.34], fill=(50, 40, 30))
+        d.ellipse([ex - s * 0.18, cy - s * 0.28, ex + s * 0.18, cy - s * 0.08], fill=(40, 30, 30))
+    nose = [(cx, cy - s * 0.1), (cx - s * 0.12, cy + s * 0.3), (cx + s * 0.12, cy + s * 0.3)]
+    d.polygon(nose, fill=(170, 150, 130))
+    d.rectangle([cx - s * 0.3, cy + s * 0.5, cx + s * 0.3, cy + s * 0.6], fill=(60, 30, 30))
+
+
+def write_face_video(path: Path, seconds: int, fps: int, size=(320, 160)) -> None:
+    """Left half: a drawn face (centre (70, 80), then one pixel further right each second) on grey 60;
+    right half: grey 120, no face."""
+    w, h = size
+    with av.open(str(path), "w", format="avi") as c:
+        vs = c.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        for i in range(seconds * fps):
+            img = Image.new("RGB", size, (60, 60, 60))
+            img.paste((120, 120, 120), (w // 2, 0, w, h))
+            draw_face(img, 70 + i // fps, 80, 30)
+            for p in vs.encode(av.VideoFrame.from_ndarray(np.asarray(img), format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
 
 
 def write_jpeg(path: Path, size: tuple[int, int], level: int) -> None:
@@ -340,7 +373,17 @@ def test_recorded_parameters(stores):
         assert m["features"]["text"]["vocab"] == "file" and m["text"]["vocab_size"] == len(VOCAB)
         assert m["text"]["pad_id"] == 0 and m["arrays"]["text"] == {"dtype": "int64", "shape": [256]}
         assert load_vocab(stores[ds][0]) == VOCAB
-    assert stores["iemocap"][1]["features"]["face"] == {"crop": "center", "region": "speaker"}
+    man = stores["iemocap"][1]
+    assert man["features"]["face"] == {"crop": "haar", "region": "speaker"}
+    det = man["face_detector"]
+    assert (det["cascade"], det["scale_factor"], det["min_neighbors"], det["min_size"], det["margin"]) == \
+        ("haarcascade_frontalface_default.xml", face_mod.SCALE_FACTOR, face_mod.MIN_NEIGHBORS, list(face_mod.MIN_SIZE),
+         face_mod.MARGIN)
+    assert det["opencv_version"] == __import__("cv2").__version__ and len(det["cascade_sha256"]) == 64
+    # the fixture's frames are flat grey: no face anywhere, so every sample is listed as a fallback
+    assert man["face_fallback"] == {s: load_split(stores["iemocap"][0], s).ids for s in ("train", "val", "test")}
+    assert man["counts"]["face_fallback"] == {s: man["counts"][s] for s in ("train", "val", "test")}
+    assert "face_detector" not in stores["food101"][1] and "face_fallback" not in stores["food101"][1]["counts"]
 
 
 def test_audio_and_video_content(stores):
@@ -490,6 +533,11 @@ def test_list_and_source_errors_name_the_culprit(fixtures, vocab_file, tmp_path)
     with pytest.raises(VocabError, match="missing WordPiece vocabulary .*nowhere.txt"):
         prepare("iemocap", raw, splits, tmp_path / "x", {**UNVERIFIED, "text": {"vocab": str(tmp_path / "nowhere.txt")}},
                 split_seed=SEED, val_fraction=VAL)
+    with pytest.raises(VocabError, match=rf"{re.escape(str(vocab_file))}: sha256 [0-9a-f]{{64}}, but .*vocab_sha256 expects "
+                                         f"{'0' * 64}"):
+        prepare("iemocap", raw, splits, tmp_path / "x",
+                {**UNVERIFIED, "text": {"vocab": str(vocab_file), "vocab_sha256": "0" * 64}}, split_seed=SEED, val_fraction=VAL)
+    assert not (tmp_path / "x").exists()
     src = tmp_path / "iemo"
     shutil.copytree(raw, src)
     (src / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt").unlink()
@@ -497,7 +545,7 @@ def test_list_and_source_errors_name_the_culprit(fixtures, vocab_file, tmp_path)
         prepare("iemocap", src, splits, tmp_path / "x", opts_for("iemocap", vocab_file), split_seed=SEED, val_fraction=VAL)
     for bad_opts, key in [({"bogus": 1}, "prepare.iemocap.bogus"), ({"video": {}}, "prepare.iemocap.video"),
                           ({"audio": {"n_mels": 0}}, "prepare.iemocap.audio.n_mels"),
-                          ({"face": {"crop": "haar"}}, "prepare.iemocap.face.crop")]:
+                          ({"face": {"crop": "dlib"}}, "prepare.iemocap.face.crop")]:
         with pytest.raises(ValueError, match=key):
             prepare("iemocap", raw, splits, tmp_path / "x", bad_opts, split_seed=SEED, val_fraction=VAL)
     assert not (tmp_path / "x").exists()
@@ -545,5 +593,84 @@ def test_wordpiece_and_face_crop(tmp_path):
     frame = np.zeros((40, 100, 3), np.uint8)
     frame[:, :50] = 60
     frame[:, 50:] = 180
-    assert face_crop(frame, 20, "left").mean() == 60 and face_crop(frame, 20, "right").mean() == 180
-    assert face_crop(frame, 40).shape == (3, 40, 40) and face_crop(frame, 40)[:, :, :20].mean() == 60
+    for crop in ("center", "haar"):  # no face in a flat frame: haar falls back to the centre square, and says so
+        left, right = face_crop(frame, 20, "left", crop), face_crop(frame, 20, "right", crop)
+        full = face_crop(frame, 40, crop=crop)
+        assert left.array.mean() == 60 and right.array.mean() == 180
+        assert (left.box, right.box) == ((5, 0, 40), (5, 0, 40))
+        assert full.array.shape == (3, 40, 40) and full.array[:, :, :20].mean() == 60 and full.box == (30, 0, 40)
+        assert left.fallback is right.fallback is full.fallback is (crop == "haar")
+
+
+def test_missing_cascade_is_named(monkeypatch, tmp_path):
+    import cv2
+
+    monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path) + "/")
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / face_mod.CASCADE))):
+        face_mod.detector_info()
+
+
+def test_haar_face_crop_centres_on_the_face_and_falls_back_visibly():
+    img = Image.new("RGB", (240, 120), (60, 60, 60))
+    draw_face(img, 170, 55, 22)  # in the right half, off its centre
+    frame = np.asarray(img).copy()
+    box = face_mod.detect_face(frame[:, 120:])
+    assert box is not None
+    x, y, w, h = box
+    assert abs(x + w / 2 - 50) <= 2 and abs(y + h / 2 - 55) <= 2  # the drawn face's centre in the right half
+    got = face_crop(frame, 32, "right")
+    left, top, side = got.box
+    assert not got.fallback and side == round(w * (1 + 2 * face_mod.MARGIN))
+    assert abs(left + side / 2 - 50) <= 2 and abs(top + side / 2 - 55) <= 2  # centred on the face
+    square = Image.fromarray(frame[:, 120:][top:top + side, left:left + side]).resize((32, 32), Image.BILINEAR)
+    assert np.array_equal(got.array, np.asarray(square).transpose(2, 0, 1))
+    centre = face_crop(frame, 32, "right", "center")
+    assert centre.box == (0, 0, 120) and not centre.fallback and not np.array_equal(centre.array, got.array)
+    # the full frame finds the same face; the crop is shifted inside the frame where it would cross an edge
+    assert face_crop(frame, 32).box == (left + 120, top, side)
+    assert face_mod.face_square((200, 2, 40, 40), 240, 120) == (184, 0, 56)
+    assert face_mod.face_square((10, 10, 200, 200), 240, 120) == (50, 0, 120)  # cut to the shorter side
+    # the same input twice: the same bytes
+    assert face_crop(frame.copy(), 32, "right").array.tobytes() == got.array.tobytes()
+    # a blank frame: the centre square, flagged as a fallback
+    blank = face_crop(np.full((120, 240, 3), 90, np.uint8), 32, "right")
+    assert blank.fallback and blank.box == (0, 0, 120) and (blank.array == 90).all()
+    assert face_mod.pick_box([]) is None
+    boxes = np.array([[5, 9, 30, 30], [40, 3, 30, 30], [0, 3, 30, 30], [1, 1, 20, 20]])
+    assert face_mod.pick_box(boxes) == (0, 3, 30, 30)  # the largest; ties: topmost, then leftmost
+    with pytest.raises(ValueError, match="uint8"):
+        face_crop(frame.astype(np.float32), 32)
+    with pytest.raises(ValueError, match="left region of a 1 x 120 frame is empty"):
+        face_crop(frame[:, :1], 32, "left")
+    with pytest.raises(ValueError, match="face crop 'dlib'"):
+        face_crop(frame, 32, crop="dlib")
+
+
+def test_iemocap_detected_faces_and_listed_fallbacks(fixtures, stores, vocab_file, tmp_path, capsys):
+    raw, splits = fixtures["iemocap"]
+    src = tmp_path / "raw"
+    shutil.copytree(raw, src)
+    video = src / "Session1" / "dialog" / "avi" / "DivX" / "Ses01F_impro01.avi"
+    write_face_video(video, 8, 5)  # a face on the left: Ses01F's F utterances (the left half)
+    capsys.readouterr()
+    man = prepare("iemocap", src, splits, tmp_path / "a", opts_for("iemocap", vocab_file), split_seed=SEED,
+                  val_fraction=VAL)
+    assert "prepare iemocap: no face found in 7 of 9 frames" in capsys.readouterr().err
+    found = {"Ses01F_impro01_F000", "Ses01F_impro01_F001"}
+    data = {s: load_split(tmp_path / "a", s) for s in ("train", "val", "test")}
+    assert man["face_fallback"] == {s: [i for i in d.ids if i not in found] for s, d in data.items()}
+    assert sum(man["counts"]["face_fallback"].values()) == 7
+    faces = {i: x for d in data.values() for i, x in zip(d.ids, d.arrays["image"])}
+    for sid in found:
+        start, end = IEMO[sid][2]
+        crop = face_crop(frame_at(video, (start + end) / 2), 256, "left")
+        assert not crop.fallback and np.array_equal(faces[sid], crop.array)
+        assert 40 <= crop.box[0] + crop.box[2] / 2 <= 90 and abs(crop.box[1] + crop.box[2] / 2 - 80) <= 4
+    # the same inputs again (in two worker processes): the same bytes, the same listing
+    prepare("iemocap", src, splits, tmp_path / "b", {**opts_for("iemocap", vocab_file), "workers": 2},
+            split_seed=SEED, val_fraction=VAL)
+    assert tree(tmp_path / "b") == tree(tmp_path / "a")
+    # crop: center never detects, so nothing falls back and no detector is recorded
+    man = prepare("iemocap", src, splits, tmp_path / "c", {**opts_for("iemocap", vocab_file), "face": {"crop": "center"}},
+                  split_seed=SEED, val_fraction=VAL)
+    assert "face_detector" not in man and "face_fallback" not in man and "face_fallback" not in man["counts"]

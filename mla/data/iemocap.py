@@ -9,11 +9,13 @@ Lists ``my_{train,test}_iemo.txt`` (``<utt>.mp4 [split|sign] <transcript> [split
 - image: one frame of the dialogue video ``Session3/dialog/avi/DivX/Ses03M_script02_1.avi``. [C] used the
   middle of the utterance's pre-cropped face frames; here the frame at the middle of the utterance's
   ``[start - end]`` interval in ``Session3/dialog/EmoEvaluation/Ses03M_script02_1.txt``, face-cropped
-  (mla/features/face.py) and resized to 256 x 256. The dialogue videos show the two actors side by
-  side (720 x 480); ``face.region: speaker`` (default) takes the left half when the utterance's speaker
-  (``M`` of ``M002``) is the session's motion-capture actor (``M`` of ``Ses03M``) and the right half
-  otherwise. That side rule is not in MLA.md: it is what a third-party IEMOCAP face-cropping script
-  does, unverified here (no IEMOCAP copy); ``full``, ``left`` or ``right`` override it;
+  (``face.crop: haar``: OpenCV's Haar cascade, the centre square where no face is found, every such
+  utterance listed in the manifest; mla/features/face.py) and resized to 256 x 256. The dialogue
+  videos show the two actors side by side (720 x 480); ``face.region: speaker`` (default) takes the
+  left half when the utterance's speaker (``M`` of ``M002``) is the session's motion-capture actor
+  (``M`` of ``Ses03M``) and the right half otherwise. That side rule is not in MLA.md: it is what a
+  third-party IEMOCAP face-cropping script does, unverified here (no IEMOCAP copy); ``full``,
+  ``left`` or ``right`` override it;
 - text: the list's transcript, BERT WordPiece as in 3.11.4.
 
 The list's label is used. The emotion-merging rule is not in [C], so the manifest records how the list's

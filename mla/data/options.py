@@ -14,8 +14,9 @@ Config: ``prepare.<dataset>`` in the experiment config (every key optional), e.g
 | video.fps, n_frames | 1, 3 | first frame of every second; frames 0, n//3, 2(n//3) (3.11.2) |
 | video.size | 224 | test transform ``Resize((224, 224))`` (3.11.2) |
 | image.size | 256 | ``Resize(256) + CenterCrop(256)``; IEMOCAP faces 256 x 256 (3.11.4, 3.11.5) |
-| face.crop, face.region | center, speaker | no face detector here (mla/features/face.py); the speaker's half of the frame (mla/data/iemocap.py) |
+| face.crop, face.region | haar, speaker | [C]'s cropper is not released (E7): OpenCV's Haar cascade, centre square where no face is found (listed), or ``center`` for the centre square always (mla/features/face.py); the speaker's half of the frame (mla/data/iemocap.py) |
 | text.vocab | none: required | bert-base-uncased ``vocab.txt`` (3.11.4); ``build``: a stand-in from the training split |
+| text.vocab_sha256 | none | optional: the vocabulary file's sha256; another file is an error (bert-base-uncased publishes none) |
 | text.max_len | 256 | padded or truncated to 256 (3.11.4) |
 | text.build_size, min_freq | 30522, 1 | only for ``vocab: build``; 30,522 = M3AE's text vocabulary (3.10) |
 | allow_missing (ks) | none | a file of clip ids excluded as unavailable (3.11.3; no other dataset may miss files) |
@@ -35,13 +36,14 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "audio": {"sample_rate": 16000, "n_mels": 128, "frame_length_ms": 25.0, "frame_shift_ms": 10.0, "n_frames": 1024},
     "video": {"fps": 1, "n_frames": 3, "size": 224},
     "image": {"size": 256},
-    "face": {"crop": "center", "region": "speaker"},
-    "text": {"vocab": None, "max_len": 256, "build_size": 30522, "min_freq": 1},
+    "face": {"crop": "haar", "region": "speaker"},
+    "text": {"vocab": None, "vocab_sha256": None, "max_len": 256, "build_size": 30522, "min_freq": 1},
 }
 _FLOATS = {"frame_length_ms", "frame_shift_ms"}
 _CHOICES = {"crop": CROPS, "region": (*REGIONS, "speaker")}
 _PATHS = {"vocab", "allow_missing"}  # a path (or, for vocab, "build") or null
 _BOOLS = {"verify_lists"}
+_SHA256 = {"vocab_sha256"}  # 64 lowercase hex digits or null
 # keys that change what is checked or how fast, never the output bytes: kept out of the manifest
 NOT_RECORDED = ("workers", "verify_lists")
 
@@ -51,14 +53,18 @@ def _check_value(name: str, key: str, value: Any) -> Any:
         if value is not None and (not isinstance(value, str) or not value):
             raise ValueError(f"config key {name}: expected a path or null, got {value!r}")
         return value
+    if key in _SHA256:
+        if value is not None and not (isinstance(value, str) and len(value) == 64
+                                      and all(c in "0123456789abcdef" for c in value)):
+            raise ValueError(f"config key {name}: expected 64 lowercase hex digits or null, got {value!r}")
+        return value
     if key in _BOOLS:
         if not isinstance(value, bool):
             raise ValueError(f"config key {name}: expected true or false, got {value!r}")
         return value
     if key in _CHOICES:
         if value not in _CHOICES[key]:
-            why = " (a face detector needs OpenCV, opencv-python-headless, which is not installed)" if key == "crop" else ""
-            raise ValueError(f"config key {name}: expected one of {', '.join(_CHOICES[key])}, got {value!r}{why}")
+            raise ValueError(f"config key {name}: expected one of {', '.join(_CHOICES[key])}, got {value!r}")
         return value
     floating = key in _FLOATS
     ok = isinstance(value, (int, float)) if floating else isinstance(value, int)

@@ -9,6 +9,9 @@ file exists (one error names the missing ones; only Kinetics-Sounds may exclude 
 its ``allow_missing`` listing names); carve the validation split from the training list (stratified,
 ``split_seed``); decode every sample once into the shards of ``mla/features/store.py``, with
 ``manifest.json`` recording the preprocessing parameters, the list checksums and the counts.
+IEMOCAP's face crop (``face.crop: haar``) records the detector (``face_detector``) and lists, per
+split, every sample whose frame had no detected face and got the centre square instead
+(``face_fallback``, counted under ``counts.face_fallback`` and printed).
 
 The store is written to a temporary sibling that replaces ``out_dir`` only when everything succeeded,
 and the same inputs give the same bytes (the ``workers`` count included).
@@ -35,7 +38,7 @@ from mla.data.options import NOT_RECORDED, resolve_options
 from mla.data.samples import Resolved, Sample, require_files
 from mla.data.splits import carve_validation, sha256_file
 from mla.features.extract import single_torch_thread, write_split
-from mla.features.inputs import extract
+from mla.features.inputs import Extracted, extract
 from mla.features.store import MANIFEST, SPLITS
 from mla.features.wordpiece import VocabError, WordPiece, build_vocab
 from mla.io import atomic_directory, write_json
@@ -59,8 +62,10 @@ RECIPES = {
               "bilinear resize to size x size as the test transform Resize((224, 224)); no JPEG round trip [3.11.2]",
     "image": "RGB, Resize(size, bicubic) of the shorter side + CenterCrop(size): the test transform [3.11.4]",
     "face": "the dialogue video's first frame at or after the utterance's midpoint; the region of the frame (the "
-            "speaker's half, or face.region), its largest centred square (no face detector: OpenCV not installed), "
-            "bilinear resize to image.size [3.11.5]",
+            "speaker's half, or face.region); face.crop haar: OpenCV's frontal-face Haar cascade (face_detector), "
+            "the largest box enlarged by its margin to a square inside the region; no face found, or face.crop "
+            "center: the region's largest centred square (with haar, such samples are listed under "
+            "face_fallback); bilinear resize to image.size [3.11.5]",
     "text": "BERT bert-base-uncased WordPiece (pure Python), no [CLS]/[SEP], truncated or padded with [PAD] = 0 to "
             "text.max_len; padding mask = ids == 0 [3.11.4]",
 }
@@ -110,7 +115,7 @@ def array_specs(modalities: tuple[str, ...], opts: dict) -> dict[str, dict]:
     return specs
 
 
-def _media_row(job: tuple[Sample, dict]) -> dict[str, np.ndarray]:
+def _media_row(job: tuple[Sample, dict]) -> dict[str, Extracted]:
     sample, opts = job
     return {m: extract(inp, opts) for m, inp in sample.inputs.items() if inp.kind != "text"}
 
@@ -123,14 +128,18 @@ def _init_worker(uses_torch: bool) -> None:
 
 
 def _rows(samples: list[Sample], opts: dict, tokenizer: WordPiece | None, pool: ProcessPoolExecutor | None,
-          label: str) -> Any:
+          label: str, fallback: list[str]) -> Any:
     """The ``rows(start, stop)`` callable of :func:`write_split`: media decoded in order (in ``pool``
-    if given, its results still in sample order), text tokenised here."""
+    if given, its results still in sample order), text tokenised here. The id of every sample with a
+    fallback input (a face not found) is appended to ``fallback``, in sample order."""
     def rows(start: int, stop: int) -> Iterator[dict[str, np.ndarray]]:
         jobs = [(s, opts) for s in samples[start:stop]]
         media = (pool.map(_media_row, jobs, chunksize=max(1, len(jobs) // (8 * opts["workers"])))
                  if pool is not None else map(_media_row, jobs))
-        for (sample, _), row in zip(jobs, media):
+        for (sample, _), extracted in zip(jobs, media):
+            row = {m: e.array for m, e in extracted.items()}
+            if any(e.fallback for e in extracted.values()):
+                fallback.append(sample.id)
             for m, inp in sample.inputs.items():
                 if inp.kind == "text":
                     row[m] = tokenizer.encode(inp.text, opts["text"]["max_len"])
@@ -150,7 +159,11 @@ def _tokenizer(opts: dict, train: list[Sample], modality: str) -> tuple[WordPiec
         return WordPiece(vocab), {"vocab_source": "built from the training split (not BERT's vocabulary)",
                                   "built_from": "train"}
     tok = WordPiece.from_file(t["vocab"])
-    return tok, {"vocab_source": "file", "source_sha256": sha256_file(t["vocab"])}
+    sha = sha256_file(t["vocab"])
+    if t["vocab_sha256"] is not None and sha != t["vocab_sha256"]:
+        raise VocabError(f"{t['vocab']}: sha256 {sha}, but config key prepare.<dataset>.text.vocab_sha256 expects "
+                         f"{t['vocab_sha256']} (another vocabulary file)")
+    return tok, {"vocab_source": "file", "source_sha256": sha}
 
 
 def _recorded_options(opts: dict) -> dict:
@@ -202,6 +215,12 @@ def prepare(dataset: str, raw_dir: str | Path, split_dir: str | Path, out_dir: s
         tokenizer, text_info = _tokenizer(opts, items["train"], "text")
     specs = array_specs(info.modalities, opts)
     classes = resolved.classes
+    detector = None
+    if "face" in kinds.values() and opts["face"]["crop"] == "haar":
+        from mla.features.face import detector_info
+
+        detector = detector_info()  # imports OpenCV; a missing cascade file fails here, before decoding
+    fallback: dict[str, list[str]] = {split: [] for split in SPLITS}
 
     # 3. decode into the store
     with atomic_directory(out_dir) as tmp:
@@ -227,7 +246,8 @@ def prepare(dataset: str, raw_dir: str | Path, split_dir: str | Path, out_dir: s
                     split: write_split(tmp, split, [s.id for s in items[split]],
                                        np.array([s.label for s in items[split]], dtype=np.int64),
                                        list(info.modalities), specs, opts["shard_size"], len(classes),
-                                       _rows(items[split], opts, tokenizer, pool, f"{dataset} {split}"))
+                                       _rows(items[split], opts, tokenizer, pool, f"{dataset} {split}",
+                                             fallback[split]))
                     for split in SPLITS
                 }
         finally:
@@ -257,6 +277,15 @@ def prepare(dataset: str, raw_dir: str | Path, split_dir: str | Path, out_dir: s
         }
         if any(resolved.excluded.values()):
             manifest["excluded"] = {role: ids for role, ids in resolved.excluded.items()}
+        if detector is not None:
+            manifest["counts"]["face_fallback"] = {split: len(fallback[split]) for split in SPLITS}
+            manifest["face_detector"] = detector
+            manifest["face_fallback"] = fallback
+            n_fb, n_all = sum(map(len, fallback.values())), sum(len(items[split]) for split in SPLITS)
+            print(f"prepare {dataset}: no face found in {n_fb} of {n_all} frames; the centre square was used "
+                  f"for them (listed under face_fallback in {MANIFEST})", file=sys.stderr, flush=True)
+        elif any(fallback.values()):  # only the haar crop falls back
+            raise RuntimeError(f"{dataset}: fallback inputs without a face detector: {fallback}")
         if resolved.notes:
             manifest["notes"] = resolved.notes
         if text_info is not None:

@@ -11,12 +11,15 @@ Kinds of input and the array each gives (``cfg`` holds the option sections of ml
 | ``face``   | the frame of a video at time ``at``, ``region`` | uint8 ``(3, size, size)``            |
 | ``text``   | a string carried by a list or jsonl file  | (tokenised by the caller)                 |
 
+:func:`extract` returns the array and whether a recorded fallback stands in for it (``face``: no face
+found, the centre square used, mla/features/face.py); the caller must record every such sample.
 Module-level functions only, so a process pool can run :func:`extract`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +41,13 @@ class Input:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown input kind {self.kind!r}; known: {', '.join(KINDS)}")
+
+
+class Extracted(NamedTuple):
+    """The feature array of one input, and whether it is a recorded fallback (see the module docstring)."""
+
+    array: np.ndarray
+    fallback: bool = False
 
 
 def _frames(path: Path, cfg: dict) -> np.ndarray:
@@ -63,8 +73,7 @@ def _track(path: Path, cfg: dict) -> np.ndarray:
         raise MediaError(f"fbank failed for the audio of {path}: {exc}") from exc
 
 
-def extract(inp: Input, cfg: dict) -> np.ndarray:
-    """The feature array of one non-text input; errors name the file read."""
+def _extract(inp: Input, cfg: dict) -> np.ndarray:
     if inp.kind == "wav":
         from mla.features.audio import audio_features
 
@@ -77,9 +86,19 @@ def extract(inp: Input, cfg: dict) -> np.ndarray:
         from mla.features.image import resize_center_crop
 
         return resize_center_crop(inp.path, cfg["image"]["size"])
+    raise ValueError(f"input kind {inp.kind!r} has no media extractor")
+
+
+def extract(inp: Input, cfg: dict) -> Extracted:
+    """The feature array of one non-text input and its fallback flag; errors name the file read."""
     if inp.kind == "face":
         from mla.features.face import face_crop
         from mla.features.media import frame_at
 
-        return face_crop(frame_at(inp.path, inp.at), cfg["image"]["size"], inp.region, cfg["face"]["crop"])
-    raise ValueError(f"input kind {inp.kind!r} has no media extractor")
+        frame = frame_at(inp.path, inp.at)
+        try:
+            crop = face_crop(frame, cfg["image"]["size"], inp.region, cfg["face"]["crop"])
+        except ValueError as exc:  # a frame the crop cannot use; a missing cascade is not the video's fault
+            raise MediaError(f"face crop of {inp.path} at {inp.at:.3f} s: {exc}") from exc
+        return Extracted(crop.array, crop.fallback)
+    return Extracted(_extract(inp, cfg))
