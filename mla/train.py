@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mla import catalog, checkpoint, config as config_mod, grid
-from mla.batches import SplitTensors, audio_stats, to_tensors
+from mla.batches import FBANK_NORMS, SplitTensors, audio_stats, to_tensors
 from mla.checkpoint import JobWork, RunWork
 from mla.devices import placement
 from mla.evaluate import accuracies, split_metrics
@@ -54,7 +54,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 @dataclass
 class DatasetArrays:
-    """A dataset's feature arrays for all splits, loaded once per job."""
+    """A dataset's feature arrays for all splits, opened once per job (rows stay in the store's
+    shards and are read batch by batch, see ``mla/batches.py``)."""
 
     modalities: tuple[str, ...]
     n_classes: int
@@ -64,7 +65,7 @@ class DatasetArrays:
 
 
 def load_dataset(dataset: str) -> DatasetArrays:
-    """Load the feature store of ``dataset`` (checksums verified)."""
+    """Open the feature store of ``dataset`` (checksums verified; rows not read)."""
     feat_dir = grid.feature_dir(dataset)
     manifest = read_manifest(feat_dir)
     modalities = tuple(catalog.dataset_info(dataset).modalities)
@@ -76,17 +77,24 @@ def load_dataset(dataset: str) -> DatasetArrays:
     return DatasetArrays(modalities, len(manifest["classes"]), splits, vocab, text_len)
 
 
-def split_tensors(ds: DatasetArrays, modalities: tuple[str, ...], seed: int,
-                  missing: dict | None) -> tuple[dict[str, SplitTensors], dict[str, np.ndarray]]:
-    """Tensors of every split, with presence masks drawn from (seed, rate, split) if missing."""
-    norm = audio_stats(ds.splits["train"].arrays["audio"]) if "audio" in modalities else None
+def split_tensors(ds: DatasetArrays, modalities: tuple[str, ...], seed: int, missing: dict | None,
+                  inputs: dict | None = None) -> tuple[dict[str, SplitTensors], dict[str, np.ndarray]]:
+    """Every split as :class:`SplitTensors` (converted batch by batch, or once if small), with
+    presence masks drawn from (seed, rate, split) if missing; ``inputs`` (``model.inputs``, defaults
+    :data:`mla.config.INPUTS`): pixel normalisation, and fbanks standardised by the training split's
+    statistics or fed raw."""
+    inputs = {**config_mod.INPUTS, **(inputs or {})}
+    if inputs["fbank"] not in FBANK_NORMS:
+        raise ValueError(f"fbank inputs {inputs['fbank']!r}: expected one of {', '.join(FBANK_NORMS)}")
+    standardise = "audio" in modalities and inputs["fbank"] == "standardised"
+    norm = audio_stats(ds.splits["train"].arrays["audio"]) if standardise else None
     tensors, masks = {}, {}
     for split, arr in ds.splits.items():
         present = None
         if missing is not None:
             present = draw_mask(missing["masking"], len(arr), len(modalities), missing["rate"], seed, split)
             masks[split] = present
-        tensors[split] = to_tensors(arr.arrays, arr.labels, modalities, present, norm)
+        tensors[split] = to_tensors(arr.arrays, arr.labels, modalities, present, norm, inputs["pixels"])
     return tensors, masks
 
 
@@ -153,7 +161,7 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
         missing = {"rate": job.missing_rate, "masking": cfg["missing"]["masking"]}
 
     # --- data -------------------------------------------------------------------------
-    data, masks = split_tensors(ds, modalities, seed, missing)
+    data, masks = split_tensors(ds, modalities, seed, missing, config_mod.model_for(cfg, job.dataset)["inputs"])
     data = {s: place.data(t) for s, t in data.items()}
 
     # --- build ------------------------------------------------------------------------
@@ -229,7 +237,7 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
     place = placement(cfg)
     device = place.device
     missing = None if job.missing_rate is None else {"rate": job.missing_rate, "masking": cfg["missing"]["masking"]}
-    data, masks = split_tensors(ds, ds.modalities, seed, missing)
+    data, masks = split_tensors(ds, ds.modalities, seed, missing, config_mod.model_for(cfg, job.dataset)["inputs"])
     data = {s: place.data(t) for s, t in data.items()}
     method = build_method(cfg, job, ds, ds.modalities)
     by_id = {j.id: j for j in grid.jobs(cfg)}

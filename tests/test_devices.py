@@ -92,7 +92,7 @@ def test_bf16_channels_last_steps_on_cpu(name):
     method = place.module(create_method(name, _encoders(mods), n_classes=N_CLASSES, feature_dim=16))
     arr = tiny_dataset(n_train=32).splits["train"]
     data = place.data(to_tensors(arr.arrays, arr.labels, mods))
-    assert data.inputs["image"].is_contiguous(memory_format=torch.channels_last)
+    assert data.batch(torch.arange(8))["image"].is_contiguous(memory_format=torch.channels_last)
     conv = method.encoders["image"].stem[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and conv.dtype == torch.float32
     opt = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)

@@ -206,6 +206,106 @@ def test_load_split_detects_tampering(feats, tmp_path):
         load_split(fdir, "train", verify=False)
 
 
+def _concatenated(fdir: Path, split: str) -> dict[str, np.ndarray]:
+    """A split read the plain way: every shard file loaded whole, then concatenated."""
+    man = read_manifest(fdir)
+    kinds = ["labels", *man["modalities"]]
+    return {k: np.concatenate([np.load(fdir / sh["files"][k]["file"]) for sh in man["splits"][split]["shards"]])
+            for k in kinds}
+
+
+def test_sharded_rows_equal_concatenation(feats, monkeypatch):
+    """Memory-mapped shards read row by row, by slices and by gathers (across shard boundaries,
+    unsorted, repeated) give the concatenated arrays' values; batches give the inputs that converting
+    the whole split gave; chunked fbank statistics equal NumPy's over the whole array."""
+    import torch
+
+    from mla import batches
+    from mla.missing import draw_mask
+    from mla.train import DatasetArrays, split_tensors
+
+    fdir = feats["builtin_ait"]
+    man = read_manifest(fdir)
+    sa = load_split(fdir, "train")
+    plain = _concatenated(fdir, "train")
+    assert len(man["splits"]["train"]["shards"]) >= 3  # shard_size 8: boundaries at rows 8, 16, ...
+    np.testing.assert_array_equal(sa.labels, plain["labels"])
+    rng = np.random.default_rng(0)
+    n = len(sa)
+    gathers = [rng.permutation(n), np.array([9, 7, 8, 8, 0, n - 1, 15, 16]), np.array([], dtype=np.int64),
+               np.array([-1, 3])]
+    for m in man["modalities"]:
+        arr, ref = sa.arrays[m], plain[m]
+        assert arr.shape == ref.shape and arr.dtype == ref.dtype and len(arr) == n
+        np.testing.assert_array_equal(np.asarray(arr), ref)
+        for rows in gathers:
+            np.testing.assert_array_equal(arr[rows], ref[rows])
+        for sl in (slice(5, 19), slice(7, 9), slice(8, 16), slice(3, 3), slice(None, None, 3), slice(-4, None)):
+            np.testing.assert_array_equal(arr[sl], ref[sl])
+        for i in (0, 7, 8, 15, 16, n - 1, -1):
+            np.testing.assert_array_equal(arr[i], ref[i])
+        np.testing.assert_array_equal(arr[6:10, 0], ref[6:10, 0])
+        assert all(np.array_equal(a, b) for a, b in zip(arr, ref))
+        with pytest.raises(IndexError):
+            arr[np.array([n])]
+
+    # batches: the rows of each batch converted as the whole split was before streaming
+    monkeypatch.setattr(batches, "STATS_CHUNK", 1000)  # chunks much smaller than a shard (8 x 1024 values)
+    norm = batches.audio_stats(sa.arrays["audio"])
+    assert norm == (float(plain["audio"].mean()), float(plain["audio"].std() + 1e-6))
+    splits = {s: load_split(fdir, s) for s in ("train", "val", "test")}
+    ds = DatasetArrays(tuple(man["modalities"]), len(man["classes"]), splits, None, 16)
+    missing = {"rate": 0.4, "masking": "released"}
+    data, masks = split_tensors(ds, ds.modalities, 0, missing)
+    present = draw_mask("released", n, 3, 0.4, 0, "train")
+    np.testing.assert_array_equal(masks["train"], present)
+    assert data["train"].resident is not None  # small: converted once
+    monkeypatch.setattr(batches, "RESIDENT_MB", 0)
+    streamed, _ = split_tensors(ds, ds.modalities, 0, missing)
+    assert streamed["train"].resident is None  # over the threshold: converted batch by batch
+    whole = {
+        "audio": (torch.from_numpy(plain["audio"]) - norm[0]) / norm[1],
+        "image": (torch.from_numpy(plain["image"].astype(np.float32)) / 255.0 - 0.5) / 0.25,
+        "text": torch.from_numpy(plain["text"].astype(np.int64)),
+    }
+    index = torch.from_numpy(rng.permutation(n)[:20])
+    for split in (data["train"], streamed["train"]):
+        b = split.batch(index)
+        assert torch.equal(b["index"], index) and torch.equal(b["label"], torch.from_numpy(plain["labels"])[index])
+        for k, m in enumerate(ds.modalities):
+            keep = torch.from_numpy(present[index.numpy(), k])
+            expect = whole[m][index] * keep.view(-1, *([1] * (whole[m].dim() - 1))).to(whole[m].dtype)
+            assert b[m].dtype == expect.dtype and torch.equal(b[m], expect), m
+        assert set(split.batch(index, ("text",))) == {"label", "index", "present", "text"}
+
+    # model.inputs as the released code feeds them: ImageNet's per-channel mean/std, fbanks as stored
+    c_data, _ = split_tensors(ds, ds.modalities, 0, None, {"pixels": "imagenet", "fbank": "raw"})
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    for split in (c_data["train"], batches.to_tensors(sa.arrays, sa.labels, ds.modalities, pixels="imagenet")):
+        b = split.batch(index)
+        image = torch.from_numpy(plain["image"][index.numpy()].astype(np.float32)) / 255.0
+        torch.testing.assert_close(b["image"], (image - mean) / std, rtol=0, atol=1e-6)
+    assert torch.equal(c_data["train"].batch(index)["audio"], torch.from_numpy(plain["audio"])[index])
+    with pytest.raises(ValueError, match="pixel normalisation 'imagenett'"):
+        split_tensors(ds, ds.modalities, 0, None, {"pixels": "imagenett"})
+
+
+def test_corrupt_shard_names_file(feats, tmp_path):
+    """A truncated shard fails with its name whether or not checksums are verified."""
+    fdir = tmp_path / "store"
+    shutil.copytree(feats["builtin_ait"], fdir)
+    entry = read_manifest(fdir)["splits"]["train"]["shards"][2]["files"]["image"]
+    shard = fdir / entry["file"]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    for verify in (True, False):
+        with pytest.raises(FeatureStoreError, match=entry["file"]):
+            load_split(fdir, "train", verify=verify)
+    shard.write_bytes(b"not an npy file")
+    with pytest.raises(FeatureStoreError, match=entry["file"]):
+        load_split(fdir, "train", verify=False)
+
+
 def test_config_errors(raw, tmp_path):
     for cfg, key in [
         ({**CFG, "bogus": 1}, "bogus"),

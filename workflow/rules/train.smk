@@ -1,4 +1,5 @@
 # Train phase (Table 1): datasets x methods x seeds, one process per job (all its seeds).
+from mla.resources import train_mem_mb  # noqa: E402
 
 
 rule train:
@@ -16,7 +17,10 @@ rule train:
         ENV
     threads: CFG["threads"]  # the torch threads a job uses (mla.train.set_threads), so a cluster allocates them
     resources:
-        mem_mb=lambda wildcards, attempt: 3000 * attempt,
+        # Training streams batches from the store's shard files, so memory is the runtime, the model's
+        # copies and a few batches (shapes from the store's manifest), not the dataset: the estimate
+        # and its terms are in mla/resources.py. Inherited by train_missing and train_ablation.
+        mem_mb=lambda wildcards, input, attempt: train_mem_mb(CFG, wildcards.dataset, input.features) * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
     shell:
         "python -m mla train --config {params.config} --job {params.job} > {log} 2>&1"
