@@ -9,7 +9,6 @@ start-up cost is paid once per several runs. Each seed's run has its own directo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from mla import catalog, real_paths
 
@@ -184,39 +183,20 @@ def analysis_jobs(cfg: dict) -> dict[str, list[Job]]:
     }
 
 
-def stage_dirs(cfg: dict) -> dict[str, list[str]]:
-    """The directory each DVC stage owns (disjoint): every output path lies in exactly one."""
+def dvc_outputs(cfg: dict) -> list[str]:
+    """What the DVC stage ``all`` declares (``dvc.yaml``, ``paper/dvc.yaml``): the data directories,
+    the results directory and the report's files; every path of :func:`all_output_paths` lies in one."""
     data = []
     if any(catalog.dataset_info(d).family == "builtin" for d in cfg["datasets"]):
         data += ["data/raw/builtin", "data/features/builtin"]
-    data += real_paths.data_dirs(cfg)
-    res = results_dir(cfg)
-    return {
-        "data": data,
-        "train": [f"{res}/train"],
-        "missing": [f"{res}/missing"],
-        "ablation": [f"{res}/ablation"],
-        "analysis": [f"{res}/analysis"],
-        "report": [report_dir(cfg)],
-    }
+    return data + real_paths.data_dirs(cfg) + [results_dir(cfg)] + report_files(cfg)
 
 
 def all_output_paths(cfg: dict) -> list[str]:
-    """Every output path the grid produces (data, runs, analyses, report)."""
+    """Every output path the grid produces (data, runs, analyses, the report's files)."""
     builtin = [d for d in cfg["datasets"] if catalog.dataset_info(d).family == "builtin"]
     paths = [raw_dir(d) for d in builtin] + [feature_dir(d) for d in builtin] + real_paths.data_outputs(cfg)
     for j in jobs(cfg):
         paths += [j.job_dir] + [r.run_dir for r in j.runs]
     paths += [analysis_dir(cfg, d) for d in cfg["analysis"]["datasets"]]
-    paths.append(report_dir(cfg))
-    return paths
-
-
-def owning_stages(cfg: dict, path: str) -> list[str]:
-    """The DVC stages whose directories contain ``path``."""
-    p = Path(path)
-    return [
-        stage
-        for stage, dirs in stage_dirs(cfg).items()
-        if any(p == Path(d) or Path(d) in p.parents for d in dirs)
-    ]
+    return paths + report_files(cfg)

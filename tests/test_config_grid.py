@@ -9,6 +9,7 @@ import yaml
 
 from mla import catalog, config, grid
 from mla.registry import Registry
+from dvc_stage import assert_covers_the_grid, stage_all
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "config.yaml"
@@ -85,29 +86,13 @@ def test_grid_jobs_cover_tables_and_are_unique():
     assert len({r.run_dir for r in runs}) == len(runs)
 
 
-def test_every_output_path_lies_in_exactly_one_dvc_stage():
+def test_dvc_stage_declares_every_output_of_the_grid():
     cfg = config.load(CONFIG)
-    for path in grid.all_output_paths(cfg):
-        assert len(grid.owning_stages(cfg, path)) == 1, path
-    # dvc.yaml declares exactly these directories (the report stage lists its files).
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    for stage, dirs in grid.stage_dirs(cfg).items():
-        outs = [next(iter(o)) if isinstance(o, dict) else o for o in dvc["stages"][stage]["outs"]]
-        outs = [o.replace("${name}", cfg["name"]) for o in outs]
-        for o in outs:
-            assert any(o == d or o.startswith(d + "/") for d in dirs), (stage, o)
-        declared = outs + [next(iter(m)).replace("${name}", cfg["name"])
-                           for key in ("metrics", "plots") for m in dvc["stages"][stage].get(key, [])]
-        for d in dirs:
-            assert any(o == d or o.startswith(d + "/") for o in declared), (stage, d)
-
-
-def test_dvc_report_stage_declares_exactly_the_report_files():
-    cfg = config.load(CONFIG)
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]
-    declared = [next(iter(o)) if isinstance(o, dict) else o
-                for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]
-    assert sorted(o.replace("${name}", cfg["name"]) for o in declared) == sorted(grid.report_files(cfg))
+    stage = stage_all(ROOT / "dvc.yaml")
+    assert_covers_the_grid(cfg, stage)
+    assert stage["cmd"] == "snakemake --cores all all"
+    assert stage["params"] == [{"config/config.yaml": None}]  # every parameter of the file
+    assert {"Snakefile", "workflow", "mla"} <= set(stage["deps"])
 
 
 def test_job_lookup_errors_list_jobs():

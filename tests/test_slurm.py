@@ -10,7 +10,7 @@ What is checked, in a temporary clone of the working tree:
 - the shipped profile plus tests/slurm_profile (squeue status checks; no key of the shipped
   profile repeated) builds one training run of the tiny grid: the data rules on this host
   (localrules), the training job on the cluster; its logged sbatch call carries the shipped
-  partition and `--gpus=1`, and SLURM allocated the job one GPU;
+  profile's GPU partition and `--gpus=1`, and SLURM allocated the job one GPU;
 - its metrics.json equals, byte for byte, a local run of the same config;
 - a dry run of the whole tiny grid: Snakemake resolves gpu=1 for every job of the three
   training rules (train, train_missing, train_ablation) and for no other job, so the analysis
@@ -75,7 +75,7 @@ ReturnToService=2
 MinJobAge=300
 GresTypes=gpu
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} Gres=gpu:2 State=UNKNOWN
-PartitionName={partition} Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+{partitions}
 """
 GRES_CONF = """{mark}
 # Two stand-in GPUs: Slurm counts and allocates them; no device lies behind them.
@@ -121,6 +121,19 @@ def start(cmd: list, log: Path, **kw) -> subprocess.Popen:
 
 def shipped_profile(root: Path) -> dict:
     return yaml.safe_load((root / "profiles/slurm/config.yaml").read_text())
+
+
+def partitions(profile: dict) -> list[str]:
+    """The partitions the shipped profile names: the default one first, then those of single rules."""
+    names = [profile["default-resources"]["slurm_partition"]]
+    names += [r["slurm_partition"] for r in profile.get("set-resources", {}).values() if "slurm_partition" in r]
+    return list(dict.fromkeys(names))
+
+
+def partition_lines(profile: dict) -> str:
+    """One partition of the single node per name in the profile, the default one marked."""
+    return "\n".join(f"PartitionName={name} Nodes=localhost Default={'YES' if i == 0 else 'NO'} MaxTime=INFINITE "
+                     f"State=UP" for i, name in enumerate(partitions(profile)))
 
 
 def job_env() -> dict:
@@ -176,7 +189,7 @@ def cluster(request, slurm_installed) -> None:
     mem_mb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())[1]) // 1024 * 9 // 10
     CONF.parent.mkdir(parents=True, exist_ok=True)
     CONF.write_text(SLURM_CONF.format(mark=MARK, base=base, cpus=os.cpu_count(), mem_mb=mem_mb,
-                                      partition=shipped_profile(ROOT)["default-resources"]["slurm_partition"]))
+                                      partitions=partition_lines(shipped_profile(ROOT))))
     GRES.write_text(GRES_CONF.format(mark=MARK))
 
     socket = base / "munge/munge.socket"
@@ -248,13 +261,17 @@ def test_test_profile_only_adds_settings(project: Path):
 
 
 def test_shipped_profile_gives_each_training_job_one_gpu(slurm_installed, project: Path):
-    """Resources as Snakemake resolves them for the whole tiny grid (a dry run): gpu=1 on
-    every job of the three training rules and on no other job."""
+    """Resources as Snakemake resolves them for the whole tiny grid (a dry run): gpu=1 and the GPU
+    partition on every job of the three training rules, no GPU and the default partition on the others."""
     dry = snakemake("all", "--dry-run", *profiles(project), cwd=project).stdout
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", dry, flags=re.M)
     assert {rule for rule, _ in jobs} >= TRAIN_RULES | {"analyze"}, dry[-3000:]
+    profile = shipped_profile(project)
     for rule, resources in jobs:
-        assert ("gpu=1" in resources.split(", ")) == (rule in TRAIN_RULES), (rule, resources)
+        given = resources.split(", ")
+        assert ("gpu=1" in given) == (rule in TRAIN_RULES), (rule, resources)
+        partition = profile["set-resources"].get(rule, profile["default-resources"])["slurm_partition"]
+        assert f"slurm_partition={partition}" in given, (rule, resources)
 
 
 def test_training_job_asks_for_and_gets_one_gpu(on_slurm: dict, project: Path):
@@ -262,7 +279,9 @@ def test_training_job_asks_for_and_gets_one_gpu(on_slurm: dict, project: Path):
     calls = re.findall(r"sbatch call: (sbatch .*)", on_slurm["log"])
     submitted = [(rule_of(re.search(r"--comment '?([^' ]+)", c)[1]), c) for c in calls]
     assert [r for r, _ in submitted] == ["train"], calls  # data rules stay local
-    partition = shipped_profile(project)["default-resources"]["slurm_partition"]
+    profile = shipped_profile(project)
+    partition = profile["set-resources"]["train"]["slurm_partition"]  # the GPU partition, not the default
+    assert partition != profile["default-resources"]["slurm_partition"]
     for _, call in submitted:
         assert f"-p {partition}" in call or f"-p '{partition}'" in call, call
         assert "--gpus=1" in call and "--gres" not in call, call
