@@ -1,8 +1,9 @@
 # MLA reproduction pipeline: table of contents.
 #   snakemake --cores 8 all                                   built-in benchmark -> reports/builtin/
 #   snakemake --cores 8 --configfile config/paper.yaml all    the paper's grid  -> reports/paper/
-# Phase targets (one per DVC stage): phase_data, phase_train, phase_missing, phase_ablation,
-# phase_analysis, phase_report.
+#   (`--configfile` takes several files: the root file `all` is an empty config for this order)
+# Phase targets (one phase alone, e.g. data on a CPU node): phase_data, phase_train,
+# phase_missing, phase_ablation, phase_analysis, phase_report.
 
 configfile: "config/config.yaml"
 
@@ -15,13 +16,17 @@ include: "workflow/rules/missing.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/released.smk"
 
 # Light rules that stay on the submit host under a cluster executor (profiles/slurm):
 # generating the built-in media, decoding features, writing the report.
-localrules: generate_builtin, features_builtin, report
+# Run by Snakemake itself, never submitted to a cluster: the built-in data and report take seconds, and
+# the downloads need the internet, which compute nodes often lack.
+localrules: generate_builtin, features_builtin, report, split_lists, download_raw
 
 
 rule all:
     default_target: True
     input:
         REPORT_FILES,
+        RELEASED_FILES,  # the authors' checkpoints scored (workflow/rules/released.smk), if any are listed

@@ -84,9 +84,18 @@ def cmd_convert_weights(args: argparse.Namespace) -> None:
     from mla.weights.convert import convert_file
 
     options = json.loads(args.options) if args.options else {}
-    report = convert_file(args.kind, args.src, args.out, options, args.released_patch_order)
+    report = convert_file(args.kind, args.src, args.out, options, args.released_patch_order, args.sha256)
     print(f"{args.out}: {report['parameters']} tensors from {args.src} ({report['kind']}, {report['format']}); "
           f"{len(report['dropped'])} source entries unused (see {args.out}.json)")
+
+
+def cmd_score_released(args: argparse.Namespace) -> None:
+    from mla.score_released import score
+
+    m = score(_cfg(args), args.dataset, args.checkpoint, args.out)
+    fused = ", ".join(f"{k} {v}" for k, v in sorted(m["fusion"].items()))
+    alone = ", ".join(f"{k} {m['test'][k]}" for k in m["modalities"])
+    print(f"{args.dataset}: {m['test_count']} test examples; multi ({fused}); {alone} -> {args.out}/metrics.json")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -132,9 +141,15 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--src", required=True, help="M3AE parameter pickle or .pth, CAV-MAE .pth, or [C] MLA .pth")
     sp.add_argument("--out", required=True, help="output .pt (torch.save of a dict of tensors) and <out>.json")
     sp.add_argument("--options", default=None, help='sizes per encoder as JSON, e.g. {"m3ae": {"depth": 12}}')
+    sp.add_argument("--sha256", default=None, help="the source's expected sha256: another file is an error")
     sp.add_argument("--released-patch-order", action="store_true",
                     help="m3ae from Flax: keep the patch-row order as [C]'s conversion does (default: permute)")
     sp.set_defaults(func=cmd_convert_weights)
+    sp = add("score-released", cmd_score_released, "score an authors' released MLA checkpoint (converted by "
+             "convert-weights --kind released) on the dataset's official test split")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--checkpoint", required=True, help="the converted .pt (its .pt.json report beside it)")
+    sp.add_argument("--out", required=True, help="directory for metrics.json and provenance.json")
     return p
 
 

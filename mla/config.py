@@ -19,6 +19,8 @@ from mla import catalog
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
 WEIGHTS_DIR = "data/weights"  # converted encoder weights (``weights.<name>`` -> <name>.pt)
+# model.inputs defaults: how stored pixels and fbanks become encoder inputs (mla/batches.py PIXEL_NORMS, FBANK_NORMS)
+INPUTS = {"pixels": "centred", "fbank": "standardised"}
 
 
 class ConfigError(ValueError):
@@ -76,6 +78,7 @@ def _check_names(cfg: dict) -> None:
                 raise ConfigError(f"config key model.encoders.{m}: no encoder for modality {m} of {d} "
                                   f"(nor model.datasets.{d}.encoders.{m})")
     _check_real(cfg)
+    _check_released(cfg)
     for section in ("missing", "ablation", "analysis"):
         for d in cfg[section]["datasets"]:
             if d not in cfg["datasets"]:
@@ -108,14 +111,15 @@ def model_for(cfg: dict, dataset: str) -> dict:
 
     ``feature_dim`` is replaced; ``encoders`` are merged per modality, an override replacing its
     modality's whole encoder spec (the options of two encoders have nothing in common). Returns
-    a new ``{"feature_dim": int, "encoders": {modality: spec}}``; for a dataset without an
-    override (every built-in one) it equals ``model`` without its ``datasets`` key.
+    a new ``{"feature_dim": int, "encoders": {modality: spec}, "inputs": {...}}``; ``inputs`` (pixel and
+    fbank normalisation, mla/batches.py) are merged per key over :data:`INPUTS`.
     """
     model = cfg["model"]
     over = (model.get("datasets") or {}).get(dataset) or {}
     encoders = copy.deepcopy(model["encoders"])
     encoders.update(copy.deepcopy(over.get("encoders") or {}))
-    return {"feature_dim": over.get("feature_dim", model["feature_dim"]), "encoders": encoders}
+    inputs = {**INPUTS, **(model.get("inputs") or {}), **(over.get("inputs") or {})}
+    return {"feature_dim": over.get("feature_dim", model["feature_dim"]), "encoders": encoders, "inputs": inputs}
 
 
 def weights_path(name: str) -> str:
@@ -179,6 +183,19 @@ def _check_real(cfg: dict) -> None:
                 raise ConfigError(str(exc)) from None
 
 
+def _check_released(cfg: dict) -> None:
+    """``released_checkpoints.<d>`` (optional, default none): ``d`` must be a dataset of the grid, whose
+    feature store and model the scoring uses (mla/score_released.py)."""
+    for d, entry in (cfg.get("released_checkpoints") or {}).items():
+        if d not in cfg["datasets"]:
+            raise ConfigError(f"config key released_checkpoints.{d}: {d} is not in datasets {cfg['datasets']} "
+                              f"(the scoring needs its feature store and model)")
+        classes = entry.get("classes")
+        n = catalog.dataset_info(d).n_classes
+        if classes is not None and len(classes) != n:
+            raise ConfigError(f"config key released_checkpoints.{d}.classes: {len(classes)} names, {d} has {n} classes")
+
+
 def _check_raw_entry(d: str, entry: dict, sources: dict) -> None:
     spec = sources["datasets"].get(d, {})
     if entry.get("download"):
@@ -226,6 +243,11 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
             raise ConfigError(f"config key {'.'.join(path[:-1])} is not a section (in override {text!r})")
         node[path[-1]] = value
     return out
+
+
+def has_settings(path: str | Path) -> bool:
+    """Whether a config file sets anything (the root file ``all`` is an empty mapping: see ``Snakefile``)."""
+    return bool(yaml.safe_load(Path(path).read_text()))
 
 
 def load(path: str | Path, overrides: Iterable[str] = ()) -> dict:

@@ -120,6 +120,8 @@ def convert_args(spec: dict) -> list[str]:
         args += ["--options", json.dumps(spec["options"], sort_keys=True)]
     if spec.get("released_patch_order"):
         args.append("--released-patch-order")
+    if spec.get("sha256"):
+        args += ["--sha256", spec["sha256"]]
     return args
 
 
@@ -142,3 +144,40 @@ def data_outputs(cfg: dict) -> list[str]:
     for p in weights_used(cfg):
         out += [p, p + ".json"]
     return out
+
+
+# --- the authors' released MLA checkpoints (released_checkpoints; workflow/rules/released.smk) ---
+def released_checkpoints(cfg: dict) -> dict[str, dict]:
+    """``released_checkpoints.<dataset>`` entries: the authors' files to score ({} when the key is absent)."""
+    return dict(cfg.get("released_checkpoints") or {})
+
+
+def released_weights(dataset: str) -> str:
+    """Where ``convert-weights --kind released`` writes the released checkpoint of ``dataset``
+    (``.pt.json`` beside it); data/weights/ is cached by DVC but never pushed (paper/dvc.yaml)."""
+    return f"{WEIGHTS_DIR}/released/{dataset}.pt"
+
+
+def released_scores_dir(results_dir: str, dataset: str) -> str:
+    """Where ``score-released`` writes ``metrics.json`` and ``provenance.json`` for ``dataset``."""
+    return f"{results_dir}/released_checkpoints/{dataset}"
+
+
+def released_convert_args(cfg: dict, dataset: str) -> list[str]:
+    """``mla convert-weights`` options (without ``--out``) for the released checkpoint of ``dataset``:
+    its path and the sizes of the config's encoders for ``dataset`` (one entry per encoder name),
+    so that the conversion checks exactly the shapes ``score-released`` builds."""
+    from mla.config import ConfigError
+
+    model = model_for(cfg, dataset)
+    options: dict[str, dict] = {}
+    for m in catalog.dataset_info(dataset).modalities:
+        spec = model["encoders"][m]
+        sizes = {k: v for k, v in spec.items() if k not in ("name", "weights", "weights_prefix")}
+        sizes["out_dim"] = model["feature_dim"]
+        if options.setdefault(spec["name"], sizes) != sizes:
+            raise ConfigError(f"config key model.datasets.{dataset}.encoders: the {spec['name']} encoders of "
+                              f"{dataset} differ between modalities; convert-weights --options holds one size "
+                              f"per encoder name")
+    entry = released_checkpoints(cfg)[dataset]
+    return convert_args({"kind": "released", "source": entry["path"], "options": options, "sha256": entry.get("sha256")})

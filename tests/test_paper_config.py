@@ -20,6 +20,7 @@ from mla.acquire.errors import AcquireError, LayoutError
 from mla.acquire.manifest import load_manifest
 from mla.acquire.sources import load_sources
 from mla.acquire.usercopy import verify_dataset_copy
+from dvc_stage import assert_covers_the_grid, outputs, stage_all
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config" / "paper.yaml"
@@ -92,7 +93,11 @@ def test_model_for_merges_each_datasets_override():
     assert food["feature_dim"] == 768 and food["encoders"]["image"]["name"] == "m3ae"
     assert food["encoders"]["image"]["weights"] == "data/weights/m3ae_base.pt"
     assert iemo["encoders"]["audio"]["name"] == "cavmae_audio" and iemo["encoders"]["text"]["name"] == "m3ae"
-    assert set(iemo) == {"feature_dim", "encoders"}
+    assert set(iemo) == {"feature_dim", "encoders", "inputs"}
+    # [C]'s inputs everywhere, but Kinetics-Sounds' fbanks, which OGM-GE's recipe normalises
+    assert iemo["inputs"] == cre["inputs"] == {"pixels": "imagenet", "fbank": "raw"}
+    assert config.model_for(cfg, "ks")["inputs"] == {"pixels": "imagenet", "fbank": "standardised"}
+    assert config.model_for(config.load(BUILTIN), "builtin_av")["inputs"] == config.INPUTS
     iemo["encoders"]["text"]["depth"] = 1  # a copy: the config is untouched
     assert config.model_for(cfg, "iemocap")["encoders"]["text"]["depth"] == 12
 
@@ -105,7 +110,8 @@ def test_model_for_of_a_dataset_without_override_is_the_global_section():
     av, it = config.model_for(cfg, "builtin_av"), config.model_for(cfg, "builtin_it")
     assert av["feature_dim"] == 64 and av["encoders"]["audio"] == {"name": "resnet18", "width": 8}
     assert av["encoders"]["video"] == cfg["model"]["encoders"]["video"]  # other modalities: the global spec
-    assert it == {"feature_dim": cfg["model"]["feature_dim"], "encoders": cfg["model"]["encoders"]}
+    assert it == {"feature_dim": cfg["model"]["feature_dim"], "encoders": cfg["model"]["encoders"],
+                  "inputs": cfg["model"]["inputs"]}
 
 
 def test_an_override_changes_one_place_although_yaml_aliases_share_it():
@@ -238,71 +244,35 @@ def test_real_paths_and_acquire_arguments():
     assert list(real_paths.weights_used(cfg)) == ["data/weights/m3ae_base.pt", "data/weights/cavmae.pt"]
     assert real_paths.weights_of(cfg, "cremad") == []
     assert real_paths.convert_args(cfg["weights"]["m3ae_base"]) == ["--kind", "m3ae", "--src", "/path/to/m3ae_base_params.pkl"]
+    assert real_paths.convert_args({**cfg["weights"]["cavmae"], "sha256": "a" * 64})[-2:] == ["--sha256", "a" * 64]
     assert real_paths.shell_args(["--root", "/a b/c"]) == "--root '/a b/c'"
     # built-in config: nothing real
     builtin = config.load(BUILTIN)
     assert real_paths.data_dirs(builtin) == [] and real_paths.data_outputs(builtin) == []
 
 
-def _dvc() -> dict:
-    return yaml.safe_load((ROOT / "paper" / "dvc.yaml").read_text())
-
-
-def _declared(stage: dict, name: str) -> list[str]:
-    return [(next(iter(o)) if isinstance(o, dict) else o).replace("${name}", name)
-            for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]
-
-
-def test_paper_dvc_report_stage_declares_exactly_the_report_files():
+def test_paper_dvc_stage_runs_the_paper_config_from_the_root():
     cfg = load()
-    assert sorted(_declared(_dvc()["stages"]["report"], cfg["name"])) == sorted(grid.report_files(cfg))
+    stage = stage_all(ROOT / "paper" / "dvc.yaml")
+    assert yaml.safe_load((ROOT / "paper" / "dvc.yaml").read_text())["vars"] == ["../config/paper.yaml:name"]
+    assert stage["wdir"] == ".."
+    assert stage["cmd"] == "snakemake --cores all --configfile=config/paper.yaml all"  # "=": see the file's header
+    assert stage["params"] == [{"config/paper.yaml": None}]  # every parameter of the file
+    assert {"Snakefile", "workflow", "mla"} <= set(stage["deps"])
+    assert_covers_the_grid(cfg, stage)
 
 
-def test_paper_dvc_stages_run_the_paper_config_from_the_root():
-    dvc = _dvc()
-    assert dvc["vars"] == ["../config/paper.yaml:name"]
-    assert set(dvc["stages"]) == {"data", "train", "missing", "ablation", "analysis", "report"}
-    for name, stage in dvc["stages"].items():
-        assert stage["wdir"] == "..", name
-        assert "--configfile=config/paper.yaml" in stage["cmd"], name  # "=": see the file's header
-        assert f"phase_{name}" in stage["cmd"], name
-        for p in stage.get("params", []):
-            assert list(p) == ["config/paper.yaml"], name
+def test_paper_dvc_never_pushes_what_derives_from_restricted_data():
+    """A raw copy used in place is no output (only its manifest's directory is), and what derives
+    from it, like the converted third-party weights, is cached but never pushed."""
     cfg = load()
-    params = dvc["stages"]["data"]["params"][0]["config/paper.yaml"]
-    assert {"raw", "prepare", "weights", "datasets"} <= set(params)
-    for key in params:
-        assert key in cfg, key
-
-
-def test_paper_dvc_outputs_partition_the_grids_paths():
-    """Every output of the paper grid lies in exactly one stage's directories, which the stage
-    declares; the data stage owns the real datasets' directories; a raw copy used in place is no
-    output (only its manifest's directory is), and what derives from it is never pushed."""
-    cfg = load()
-    stages = _dvc()["stages"]
-    declared = {s: _declared(stage, cfg["name"]) for s, stage in stages.items()}
-    dirs = grid.stage_dirs(cfg)
-    dirs["data"] = sorted(set(dirs["data"]) | set(real_paths.data_dirs(cfg)))
-    assert sorted(declared["data"]) == dirs["data"]
-
-    def inside(path: str, d: str) -> bool:
-        return path == d or path.startswith(d + "/")
-
-    for path in grid.all_output_paths(cfg) + real_paths.data_outputs(cfg):
-        owners = [s for s, ds in dirs.items() if any(inside(path, d) for d in ds)]
-        assert len(owners) == 1, (path, owners)
-    for stage, outs in declared.items():
-        for o in outs:
-            assert any(inside(o, d) for d in dirs[stage]), (stage, o)
-    outs = {next(iter(o)): o[next(iter(o))] for o in stages["data"]["outs"]}
-    assert all(v.get("persist") for v in outs.values())
+    outs = outputs(stage_all(ROOT / "paper" / "dvc.yaml"), cfg["name"])
     for d in REAL:
         in_place = not real_paths.downloads(cfg, d)
         assert outs[f"data/features/{d}"].get("push", True) is (not in_place), d
         assert outs[f"data/raw/{d}"].get("push", True) is True, d  # a public download, or only a manifest
         if in_place:
-            assert not any(cfg["raw"][d]["path"] in o for o in sum(declared.values(), [])), d
+            assert not any(cfg["raw"][d]["path"] in o for o in outs), d
     assert outs["data/weights"]["push"] is False
 
 
@@ -318,7 +288,9 @@ def _job_counts(text: str) -> dict[str, int]:
 
 
 def test_paper_dag_builds_without_data_and_without_torch():
-    out = _snakemake("-n", "--configfile=config/paper.yaml", "all")
+    # The issue's literal command: "all" after --configfile (which takes several files) is read as a
+    # config file too, the empty root file `all`, and the default target is rule all.
+    out = _snakemake("-n", "--configfile", "config/paper.yaml", "all")
     assert out.returncode == 0, out.stderr[-3000:]
     counts = _job_counts(out.stdout + out.stderr)
     assert counts == {"split_lists": 5, "download_raw": 1, "verify_raw": 4, "prepare": 5, "convert_weights": 2,
@@ -329,6 +301,21 @@ def test_paper_dag_builds_without_data_and_without_torch():
              "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_dvc_dry_repro_of_both_pipelines_on_a_fresh_checkout(tmp_path):
+    """`dvc repro --dry` names the stage's command on a checkout with no output built yet."""
+    from clone import clone_working_tree
+
+    project = clone_working_tree(tmp_path / "project", lambda c: None)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for pipeline, cmd in (("paper/dvc.yaml", "snakemake --cores all --configfile=config/paper.yaml all"),
+                          ("dvc.yaml", "snakemake --cores all all")):
+        out = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", pipeline], cwd=project,
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert f"> {cmd}" in out.stdout, out.stdout
+    assert not (project / "results/paper").exists() and not (project / "dvc.lock").exists()
 
 
 # ---------------------------------------------------------------- the rules, for real, on a fixture copy

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mla import catalog, grid
+from mla import catalog, config, grid, real_paths
 from mla.analysis.tsne import analyse, save_npz
 from mla.config import load
 from mla.report.build import build_report
@@ -144,6 +144,30 @@ def test_all_files_and_hand_computed_cell(tree):
     assert "| multi | — | not reproduced | 75.00 ± 0.71 |" in (out / "table1.md").read_text()
     assert "81.50 ± 2.12" in (out / "table1.md").read_text()
     assert "81.50 ± 2.12" in (out / "report.html").read_text()
+
+
+def test_released_table_shows_a_scored_authors_checkpoint(tree):
+    """A dataset listed under released_checkpoints gets its `mla score-released` numbers in the
+    released table's extra column; the others say 'not scored'; a listed score missing is an error."""
+    cfg = config.apply_overrides(tree, ["released_checkpoints={builtin_ait: {path: authors.pth}}"])
+    score_dir = Path(real_paths.released_scores_dir(grid.results_dir(cfg), "builtin_ait"))
+    with pytest.raises(FileNotFoundError, match="released_checkpoints/builtin_ait/metrics.json"):
+        _build(cfg)
+    score_dir.mkdir(parents=True)
+    (score_dir / "metrics.json").write_text(json.dumps({
+        "test": {"multi": 71.25, "audio": 50.0, "image": 40.5, "text": 60.0},
+        "fusion": {"dynamic": 71.25, "fixed": 70.0}, "test_count": 24,
+        "checkpoint": {"source_sha256": "ab" * 32}, "inputs": {"mode": "released"}}))
+    out, metrics = _build(cfg)
+    block = metrics["released"]["builtin_ait/ours"]
+    assert block["multi"]["authors' checkpoint"] == {"mean": 71.25, "std": None, "n": 1}
+    assert block["image"]["authors' checkpoint"]["mean"] == 40.5
+    assert block["multi: fixed weights ([C] no DF)"]["authors' checkpoint"]["mean"] == 70.0
+    assert block["multi: per-example entropy (paper DF)"]["authors' checkpoint"] is None
+    assert metrics["released"]["builtin_av/ours"]["multi"]["authors' checkpoint"] is None
+    text = (out / "released.md").read_text()
+    assert "| multi | 85.00 ± 0.71 | 78.00 ± 0.71 | +7.00 | 71.25 |" in text
+    assert "not scored" in text and "ab" * 32 in text
 
 
 def test_released_table_compares_the_two_forms(tree):

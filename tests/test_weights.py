@@ -8,6 +8,7 @@ classifiers. Reference outputs are computed from the SOURCE parameters by functi
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 import pickle
@@ -364,6 +365,13 @@ def test_cavmae_round_trip_and_weights_errors(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(encoder("audio", "cavmae_audio", tmp_path / "cav.pt", CAV_OPTS)(audio).double(),
                                    ref_cavmae(sd, audio), atol=1e-5, rtol=1e-4)
+    # The config's sha256 of the source: the right one converts, another refuses before writing.
+    good = hashlib.sha256((tmp_path / "cav.pth").read_bytes()).hexdigest()
+    convert_file("cavmae", tmp_path / "cav.pth", tmp_path / "ok.pt", {"cavmae_audio": CAV_OPTS}, expected_sha256=good)
+    with pytest.raises(ConversionError, match=f"cav.pth: sha256 {good}, but the config expects {'0' * 64}"):
+        convert_file("cavmae", tmp_path / "cav.pth", tmp_path / "bad.pt", {"cavmae_audio": CAV_OPTS},
+                     expected_sha256="0" * 64)
+    assert not list(tmp_path.glob("bad.pt*"))
     del sd["module.blocks_u.0.norm1_a.weight"]
     torch.save(sd, tmp_path / "cav2.pth")
     with pytest.raises(ConversionError, match=r"missing parameter 'blocks_u\.0\.norm1_a\.weight'"):

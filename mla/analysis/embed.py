@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from mla import grid
+from mla.config import model_for
 from mla.batches import eval_batches
 from mla.io import atomic_directory, save_npz
 from mla.methods.base import Method
@@ -43,7 +44,7 @@ def analyse_dataset(cfg: dict, dataset: str) -> None:
     with atomic_directory(grid.analysis_dir(cfg, dataset)) as tmp:
         for job in grid.analysis_jobs(cfg)[dataset]:
             method = load_trained(cfg, job, ds, seed)
-            data, _ = split_tensors(ds, method.modalities, seed, None)
+            data, _ = split_tensors(ds, method.modalities, seed, None, model_for(cfg, dataset)["inputs"])
             save_npz(tmp / f"embeddings_{job.method}.npz",
                      test_embeddings(method, data["test"], cfg["training"]["eval_batch_size"]))
         analyse(cfg, dataset, str(tmp))

@@ -8,7 +8,7 @@ from pathlib import Path
 from mla import config as mla_config
 from mla.report import claims as claims_mod
 from mla.report import figures, tables
-from mla.report.collect import collect, load_gaps, provenance
+from mla.report.collect import collect, load_gaps, load_released_scores, provenance
 from mla.report.html import report_html
 
 
@@ -21,7 +21,7 @@ def build_report(cfg: dict, out_dir: str) -> None:
 
     tabs = [tables.table1(cfg, results, paper), tables.table2(cfg, results, paper),
             tables.table3(cfg, results, paper), tables.selection_table(cfg, results),
-            tables.released_table(cfg, results)]
+            tables.released_table(cfg, results, load_released_scores(cfg))]
     tabs.append(tables.gap_table(cfg, gaps, paper))
     for t in tabs:
         tables.write_table(t, out)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from mla import grid
+from mla import grid, real_paths
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,14 @@ def collect(cfg: dict) -> dict[str, JobResult]:
 def load_gaps(cfg: dict) -> dict[str, dict]:
     """``gap.json`` of every analysed dataset."""
     return {d: read_json(Path(grid.analysis_dir(cfg, d)) / "gap.json") for d in cfg["analysis"]["datasets"]}
+
+
+def load_released_scores(cfg: dict) -> dict[str, dict]:
+    """``metrics.json`` of each authors' checkpoint listed under ``released_checkpoints``, as
+    ``mla score-released`` wrote it (mla/score_released.py)."""
+    res = grid.results_dir(cfg)
+    return {d: read_json(Path(real_paths.released_scores_dir(res, d)) / "metrics.json")
+            for d in sorted(real_paths.released_checkpoints(cfg))}
 
 
 def provenance(results: dict[str, JobResult]) -> dict:

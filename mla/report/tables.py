@@ -305,11 +305,15 @@ FUSION_ROWS = {   # fusion variant (metrics.json "fusion" key) -> row label, per
     "mla_released": {"dynamic": "multi: batch-level entropy ([C] DF)", "fixed": "multi: fixed weights ([C] no DF)"},
 }
 RELEASED_COLS = ("mla", "mla_released", "mla − mla_released")
+AUTHORS_COL = "authors' checkpoint"
 
 
-def released_table(cfg: dict, results: dict[str, JobResult]) -> Table:
+def released_table(cfg: dict, results: dict[str, JobResult], scores: dict[str, dict] | None = None) -> Table:
     """MLA as the paper states it vs as the released code runs it, per dataset, and the released
-    protocol's number (best epoch on the test set); 'not run' where a method is not in the grid."""
+    protocol's number (best epoch on the test set); 'not run' where a method is not in the grid.
+    With ``scores`` (``collect.load_released_scores``), a column shows the authors' released
+    checkpoint of each listed dataset scored by ``mla score-released`` ('not scored' elsewhere)."""
+    scores = scores or {}
     t = Table("released", "MLA as published (mla) vs as released (mla_released)",
               f"Test accuracy (%), {STD_NOTE}. Same data, encoders, optimiser and epochs; mla: round-robin "
               "modality steps with head gradient modification and per-example dynamic fusion (Eqs. 1-8); "
@@ -335,10 +339,29 @@ def released_table(cfg: dict, results: dict[str, JobResult]) -> Table:
             cells[label][m] = job.stat(lambda mt, f=f: (mt.get("fusion") or {}).get(f)) if job else NOT_RUN
         if jobs["mla_released"]:
             cells[rows[-1]]["mla_released"] = jobs["mla_released"].acc("best_on_test", "multi")
-        t.blocks.append(_block(f"{d}/ours", d, cells, rows, list(RELEASED_COLS), group=d,
-                               note="Fused rows are scored on the same trained models; the released code's "
-                                    "protocol also trains on the validation samples, which this table does not."))
+        cols, note = list(RELEASED_COLS), ("Fused rows are scored on the same trained models; the released code's "
+                                           "protocol also trains on the validation samples, which this table does not.")
+        if scores:
+            cols.append(AUTHORS_COL)
+            _authors_cells(cells, scores.get(d), mods)
+            if d in scores:
+                note += (f" {AUTHORS_COL}: the authors' file (sha256 {scores[d]['checkpoint']['source_sha256']}) scored "
+                         f"on the {scores[d]['test_count']} official test examples with their inputs "
+                         f"({scores[d]['inputs']['mode']}), one model: no ± over seeds.")
+        t.blocks.append(_block(f"{d}/ours", d, cells, rows, cols, group=d, note=note))
     return t
+
+
+def _authors_cells(cells: dict[str, dict[str, object]], score: dict | None, mods: list[str]) -> None:
+    """The authors' checkpoint column: its per-modality and fused test accuracies (one model)."""
+    if score is None:
+        for r in cells:
+            cells[r][AUTHORS_COL] = "not scored"
+        return
+    for r in mods + ["multi"]:
+        cells[r][AUTHORS_COL] = Stat(score["test"][r], None, 1)
+    for f, label in FUSION_ROWS["mla_released"].items():
+        cells[label][AUTHORS_COL] = Stat(score["fusion"][f], None, 1)
 
 
 # ---- writers ---------------------------------------------------------------------------------

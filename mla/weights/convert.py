@@ -41,7 +41,6 @@ e.g. ``{"m3ae": {"out_dim": 16, "depth": 2, "heads": 2}}``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from mla.data.splits import sha256_file
 from mla.io import atomic_file
 from mla.models.encoders import ENCODERS
 from mla.weights.safe_load import read_checkpoint
@@ -217,12 +217,6 @@ def convert_cavmae(obj: Any, source: str, options: dict) -> tuple[dict, dict]:
 
 
 # --- files --------------------------------------------------------------------------------------
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def convert(kind: str, src: str | Path, options: dict | None = None,
@@ -244,15 +238,23 @@ def convert(kind: str, src: str | Path, options: dict | None = None,
 
 
 def convert_file(kind: str, src: str | Path, out: str | Path, options: dict | None = None,
-                 released_patch_order: bool = False) -> dict:
-    """Convert ``src`` to ``out`` (torch.save of a dict of tensors) and ``out``.json; returns the report."""
+                 released_patch_order: bool = False, expected_sha256: str | None = None) -> dict:
+    """Convert ``src`` to ``out`` (torch.save of a dict of tensors) and ``out``.json; returns the report.
+
+    With ``expected_sha256`` (the config's ``sha256`` of the source), a source with another sha256 is an
+    error naming both values, before anything is read or written."""
+    if expected_sha256 is not None:
+        actual = sha256_file(src)
+        if actual != expected_sha256.lower():
+            raise ConversionError(f"{src}: sha256 {actual}, but the config expects {expected_sha256} "
+                                  f"(another file, or another version of it)")
     sd, report = convert(kind, src, options, released_patch_order)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:
         torch.save(sd, tmp)
-    report = {**report, "source": str(src), "source_sha256": sha256(src), "output": str(out),
-              "output_sha256": sha256(out), "parameters": len(sd),
+    report = {**report, "source": str(src), "source_sha256": sha256_file(src), "output": str(out),
+              "output_sha256": sha256_file(out), "parameters": len(sd),
               "values": int(sum(t.numel() for t in sd.values()))}
     with atomic_file(out.with_name(out.name + ".json")) as tmp:
         tmp.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")

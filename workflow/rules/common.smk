@@ -8,7 +8,10 @@ sys.path.insert(0, workflow.basedir)
 
 from mla import config as mla_config, grid, real_paths  # noqa: E402
 
-CONFIG_FILE = workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else "config/config.yaml"
+# `--configfile` takes several files, so `snakemake --configfile config/paper.yaml all` reads the
+# target as a config file too: the root file `all` is an empty mapping for that, skipped here.
+GIVEN = [f for f in workflow.overwrite_configfiles if mla_config.has_settings(f)]
+CONFIG_FILE = GIVEN[-1] if GIVEN else "config/config.yaml"
 CFG = mla_config.load(CONFIG_FILE)
 # The project environment for `--software-deployment-method conda` (relative to workflow/rules/).
 ENV = "../../environment.yml"
@@ -24,7 +27,7 @@ def code(*patterns):
     return sorted(str(p.relative_to(base)) for pat in patterns for p in base.glob(pat))
 
 
-CODE_CONFIG = code("mla/config.py", "mla/config_schema.yaml", "mla/catalog.py", "mla/grid.py")
+CODE_CONFIG = code("mla/config.py", "mla/config_schema.yaml", "mla/catalog.py", "mla/grid.py", "mla/real_paths.py")
 CODE_DATA = CODE_CONFIG + code("mla/data/*.py")
 CODE_FEATURES = CODE_CONFIG + code("mla/data/splits.py", "mla/features/*.py")
 CODE_TRAIN = CODE_CONFIG + code(

@@ -7,6 +7,7 @@ rule report:
     input:
         jobs=[j.job_dir for j in JOBS.values()],
         analysis=[grid.analysis_dir(CFG, d) for d in CFG["analysis"]["datasets"]],
+        released=lambda w: RELEASED_FILES,  # the authors' checkpoints scored, if any are listed (released.smk)
         code=CODE_REPORT,
     output:
         [f for f in REPORT_FILES if not f.endswith((".png", "report.html"))],
