@@ -1,6 +1,7 @@
 # Helpers shared by the rules. The grid comes from mla.grid (no torch imported here), read
 # from the same config file the jobs read, so the DAG and the jobs cannot disagree.
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,15 @@ from mla import config as mla_config, grid, real_paths  # noqa: E402
 GIVEN = [f for f in workflow.overwrite_configfiles if mla_config.has_settings(f)]
 CONFIG_FILE = GIVEN[-1] if GIVEN else "config/config.yaml"
 CFG = mla_config.load(CONFIG_FILE)
+# Run locally, at most as many cores' worth of jobs run at once as this machine has CPUs, whatever
+# --cores says: the jobs are CPU-bound, and more processes than CPUs finish later, not sooner (here,
+# 4 one-thread training jobs at once on 2 CPUs took 44 s, two after two 35 s). A cluster executor
+# submits without this limit (Snakemake lifts the core limit when jobs go to nodes).
+CPUS = len(os.sched_getaffinity(0))
+if workflow.local_exec and (workflow.global_resources["_cores"].value or 0) > CPUS:
+    print(f"--cores {workflow.global_resources['_cores'].value} on a machine with {CPUS} CPUs: at most {CPUS} "
+          f"cores' worth of jobs run at once (workflow/rules/common.smk)", file=sys.stderr)
+    workflow.global_resources["_cores"] = CPUS
 # The project environment for `--software-deployment-method conda` (relative to workflow/rules/).
 ENV = "../../environment.yml"
 NAME = CFG["name"]
