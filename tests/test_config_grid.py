@@ -1,7 +1,10 @@
 """Config validation, the registries and the grid function (no torch)."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,13 @@ def test_job_lookup_errors_list_jobs():
     cfg = config.load(CONFIG)
     with pytest.raises(ValueError, match="valid jobs include: train/builtin_av/unimodal-audio"):
         grid.job_by_id(cfg, "train/builtin_av/nothing")
+
+
+def test_local_runs_use_at_most_the_cpus_present():
+    """`--cores` above the CPUs present is lowered to them for local runs (workflow/rules/common.smk)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "64", "all"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cpus = len(os.sched_getaffinity(0))
+    assert f"--cores 64 on a machine with {cpus} CPUs: at most {cpus} cores' worth of jobs" in out.stderr
