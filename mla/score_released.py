@@ -29,20 +29,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
 from mla import catalog, grid
+from mla.config import model_for
+from mla.data.splits import sha256_file
 from mla.devices import placement
 from mla.evaluate import accuracies, split_metrics
+from mla.features.store import read_manifest
 from mla.io import atomic_file, name_on_error, writable_directory, write_json
 from mla.methods.mla_released import FIXED_WEIGHTS
 from mla.provenance import runtime_provenance, static_provenance
-from mla.data.splits import sha256_file
-from mla.train import build_method, load_dataset, split_tensors
+from mla.train import build_method, load_dataset, set_threads, split_tensors
 from mla.weights.load import load_method_state
 from mla.weights.released import ARCHITECTURES
 
@@ -99,8 +100,6 @@ def permute_head(head: torch.nn.Linear, rows: list[int]) -> None:
 def scoring_config(cfg: dict, dataset: str) -> dict:
     """``cfg`` with ``dataset``'s model as the only model section and no encoder ``weights``: the
     checkpoint replaces every parameter, so no pre-trained file is read."""
-    from mla.config import model_for
-
     model = model_for(cfg, dataset)
     out = copy.deepcopy(cfg)
     out["model"] = {"feature_dim": model["feature_dim"], "inputs": model["inputs"], "encoders": {
@@ -158,13 +157,13 @@ def score(cfg: dict, dataset: str, checkpoint: str | Path, out: str | Path) -> d
 
     # --- store and classes ------------------------------------------------------------------------
     feat_dir = Path(grid.feature_dir(dataset))
-    manifest = json.loads((feat_dir / "manifest.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(feat_dir)
     store_classes = list(manifest["classes"])
     ckpt_classes, rows, rule = class_mapping(dataset, store_classes, entry.get("classes"))
     if "text" in modalities and (manifest.get("text") or {}).get("vocab_source") != "file":
         raise ValueError(f"{feat_dir / 'manifest.json'}: the text ids come from a vocabulary built from the "
                          f"training split, not BERT's vocab.txt the checkpoint's text encoder was trained with")
-    torch.set_num_threads(max(1, min(int(cfg["threads"]), os.cpu_count() or 1)))  # as training jobs
+    set_threads(cfg["threads"])  # as training jobs
     place = placement(cfg)
     ds = load_dataset(dataset)
 

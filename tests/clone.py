@@ -4,8 +4,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +36,15 @@ def shrink(cfg: dict, grid: dict, dataset: str, n_train: int, n_test: int, epoch
     cfg["data"] = {dataset: {**cfg["data"][dataset], "n_train": n_train, "n_test": n_test}}
     cfg["features"]["shard_size"] = 32
     cfg["training"]["epochs"] = epochs
+
+
+def project_fixture(name: str, configure: Callable[[dict], None]):
+    """A module-scoped pytest fixture: a clone of the working tree (``clone_working_tree``) with
+    ``configure`` applied to its config, removed after the module's tests."""
+    @pytest.fixture(scope="module")
+    def project(tmp_path_factory) -> Iterator[Path]:
+        root = clone_working_tree(tmp_path_factory.mktemp(name) / "project", configure)
+        yield root
+        shutil.rmtree(root.parent, ignore_errors=True)
+
+    return project

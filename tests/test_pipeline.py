@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clone import clone_working_tree, shrink
+from clone import project_fixture, shrink
 
 TINY = {
     "seeds": [0, 1],
@@ -50,12 +50,7 @@ def tiny(cfg: dict) -> None:
     shrink(cfg, TINY, "builtin_ait", n_train=48, n_test=24, epochs=2)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A git clone of the working tree (tracked and unignored files) with a tiny config."""
-    root = clone_working_tree(tmp_path_factory.mktemp("clone") / "project", tiny)
-    yield root
-    shutil.rmtree(root.parent, ignore_errors=True)
+project = project_fixture("clone", tiny)  # a git clone of the working tree with the tiny config
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clone import clone_working_tree, shrink
+from clone import project_fixture, shrink
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = os.environ.get("CI") == "true"
@@ -213,12 +213,7 @@ def tiny(cfg: dict) -> None:
     shrink(cfg, TINY, "builtin_it", n_train=64, n_test=32, epochs=1)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A git clone of the working tree with the tiny config."""
-    root = clone_working_tree(tmp_path_factory.mktemp("slurm") / "project", tiny)
-    yield root
-    shutil.rmtree(root.parent, ignore_errors=True)
+project = project_fixture("slurm", tiny)  # a git clone of the working tree with the tiny config
 
 
 def snakemake(*args, cwd: Path) -> subprocess.CompletedProcess:

@@ -60,15 +60,21 @@ def _unique(path: Path, rows: list[tuple[int, str, str]]) -> list[tuple[str, str
     return [(sid, label) for _l, sid, label in rows]
 
 
+def _matches(path: Path, pattern: re.Pattern, expected: str) -> Iterator[tuple[int, str, tuple[str, ...]]]:
+    """``(line number, line, groups)`` of every line, each of which must match ``pattern`` in full; a
+    line that does not is an error naming the file, the line and the ``expected`` form."""
+    for lineno, line in _lines(path):
+        m = pattern.fullmatch(line)
+        if not m:
+            raise SplitFormatError(f"{path}:{lineno}: expected '{expected}', got {line!r}")
+        yield lineno, line, m.groups()
+
+
 def parse_mla_list(path: str | Path, ext: str | None = None) -> list[tuple[str, str]]:
     """MLA's ``<id>.<ext> <Label>`` lists; with ``ext`` given, every line must use that extension."""
     path = Path(path)
     rows = []
-    for lineno, line in _lines(path):
-        m = _MLA.fullmatch(line)
-        if not m:
-            raise SplitFormatError(f"{path}:{lineno}: expected '<id>.<ext> <Label>', got {line!r}")
-        sid, found_ext, label = m.groups()
+    for lineno, line, (sid, found_ext, label) in _matches(path, _MLA, "<id>.<ext> <Label>"):
         if ext is not None and found_ext != ext.lstrip("."):
             raise SplitFormatError(f"{path}:{lineno}: expected a '.{ext.lstrip('.')}' file name, got {line.split(' ')[0]!r}")
         rows.append((lineno, sid, label))
@@ -116,26 +122,15 @@ def parse_class_list(path: str | Path) -> list[str]:
 def parse_ogm_csv(path: str | Path) -> list[tuple[str, str]]:
     """OGM-GE's CREMA-D ``<clip>,<LABEL>`` lists."""
     path = Path(path)
-    rows = []
-    for lineno, line in _lines(path):
-        m = _OGM_CSV.fullmatch(line)
-        if not m:
-            raise SplitFormatError(f"{path}:{lineno}: expected '<clip>,<LABEL>', got {line!r}")
-        rows.append((lineno, *m.groups()))
-    return _unique(path, rows)
+    return _unique(path, [(lineno, *groups) for lineno, _line, groups in _matches(path, _OGM_CSV, "<clip>,<LABEL>")])
 
 
 def parse_ogm_ks(path: str | Path) -> list[tuple[str, str]]:
     """OGM-GE's Kinetics-Sounds ``<clip id>,<int>,<class index>`` lists: ``(clip id, class index)``."""
     path = Path(path)
-    rows = []
-    for lineno, line in _lines(path):
-        m = _OGM_KS.fullmatch(line)
-        if not m:
-            raise SplitFormatError(f"{path}:{lineno}: expected '<clip id>,<int>,<class index>', got {line!r}")
-        sid, _middle, label = m.groups()  # the middle field is 10 on every line; its meaning is undocumented
-        rows.append((lineno, sid, str(int(label))))
-    return _unique(path, rows)
+    # the middle field is 10 on every line; its meaning is undocumented
+    return _unique(path, [(lineno, sid, str(int(label))) for lineno, _line, (sid, _middle, label)
+                          in _matches(path, _OGM_KS, "<clip id>,<int>,<class index>")])
 
 
 FORMATS: dict[str, Callable[..., list]] = {

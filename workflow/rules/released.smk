@@ -20,7 +20,8 @@ def released_score_params(wildcards):
                       sort_keys=True)
 
 
-rule convert_released:
+# The same conversion as the pre-trained encoders' (real_data.smk), for the authors' files.
+use rule convert_weights as convert_released with:
     input:
         source=lambda w: existing([real_paths.released_checkpoints(CFG)[w.dataset]["path"]]),
         code=CODE_WEIGHTS,
@@ -33,13 +34,6 @@ rule convert_released:
         "logs/data/convert_released_{dataset}.log",
     wildcard_constraints:
         dataset=one_of(RELEASED),
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
-    shell:
-        "python -m mla convert-weights {params.args} --out {output.weights} > {log} 2>&1"
 
 
 rule score_released:
