@@ -215,32 +215,39 @@ def test_claims_hold_then_flip(tree):
     assert claims["a_laziness"]["items"]["builtin_av / audio"]["verdict"] == "holds"
     assert claims["b_mla_multi"]["items"]["builtin_av: mla vs concat"]["verdict"] == "holds"
     assert claims["c_weak_modality"]["summary"].startswith("holds")
-    assert claims["d_ablation"]["summary"] == "holds: 12 of 12 comparisons hold"
-    assert claims["e_modality_gap"]["summary"] == "holds: 3 of 3 comparisons hold"
-    assert claims["f_missing"]["summary"] == "holds: 7 of 7 comparisons hold"
+    assert claims["d_ablation"]["summary"] == "holds (12 hold of 12 comparisons)"
+    # one analysis seed: no interval, so the gap comparisons decide nothing
+    assert claims["e_modality_gap"]["summary"] == "inconclusive (3 inconclusive of 3 comparisons)"
+    assert claims["f_missing"]["summary"] == "holds (7 hold of 7 comparisons)"
+    # Welch with 2 + 2 seeds of std sqrt(0.5): half-width t(0.975, 2) * sqrt(0.5/2 + 0.5/2)
+    item = claims["b_mla_multi"]["items"]["builtin_av: mla vs concat"]
+    assert item["half_width"] == pytest.approx(4.302653 * math.sqrt(0.5), abs=1e-4)
+    assert item["ci_low"] == pytest.approx(10.0 - item["half_width"], abs=1e-4)
 
-    # concat's audio on builtin_av no longer lazy; MLA's multi on builtin_it below concat's
+    # concat's audio on builtin_av better than alone; MLA's multi on builtin_it below concat's
     tweak = {}
     for s in (0, 1):
-        tweak[("train/builtin_av/concat", s)] = {"test": {"audio": 61.0 + NOISE[s]}}
+        tweak[("train/builtin_av/concat", s)] = {"test": {"audio": 70.0 + NOISE[s]}}
         tweak[("train/builtin_it/mla", s)] = {"test": {"multi": 70.0 + NOISE[s]}}
     write_results(tree, tweak)
     out, metrics = _build(tree)
     claims = metrics["claims"]
-    assert claims["a_laziness"]["items"]["builtin_av / audio"]["verdict"] == "does not hold"
-    assert claims["b_mla_multi"]["items"]["builtin_it: mla vs concat"]["verdict"] == "does not hold"
+    assert claims["a_laziness"]["items"]["builtin_av / audio"]["verdict"] == "contradicted"
+    assert claims["b_mla_multi"]["items"]["builtin_it: mla vs concat"]["verdict"] == "contradicted"
+    assert claims["b_mla_multi"]["verdict"] == "contradicted"
+    assert claims["b_mla_multi"]["headline"]["weakest"] == "builtin_it: mla vs mla_released"  # -8, the weakest
     text = (out / "claims.md").read_text()
-    assert "- builtin_av / audio: **does not hold** — alone 60.00 ± 0.71 vs concat 61.00 ± 0.71" in text
-    assert "in the opposite direction" in text
+    assert "- builtin_av / audio: **contradicted** — alone 60.00 ± 0.71 vs concat 70.00 ± 0.71: difference -10.00" in text
 
 
-def test_within_noise_does_not_hold(tree):
-    # difference 0.5 < pooled std: within seed noise
+def test_within_noise_is_inconclusive(tree):
+    # difference 0.5, well inside the interval: neither holds nor contradicted
     write_results(tree, {("train/builtin_av/mla", 0): {"test": {"multi": 73.0}},
                          ("train/builtin_av/mla", 1): {"test": {"multi": 78.0}}})
     _, metrics = _build(tree)
     item = metrics["claims"]["b_mla_multi"]["items"]["builtin_av: mla vs concat"]
-    assert item["verdict"] == "does not hold" and item["diff"] == 0.5
+    assert item["verdict"] == "inconclusive" and item["diff"] == 0.5
+    assert item["ci_low"] < 0 < item["ci_high"]
 
 
 def test_missing_jobs_make_claims_not_evaluated(tmp_path, monkeypatch):
@@ -254,8 +261,8 @@ def test_missing_jobs_make_claims_not_evaluated(tmp_path, monkeypatch):
     assert claims["a_laziness"]["summary"] == "not evaluated"
     assert claims["b_mla_multi"]["items"]["builtin_av: mla vs concat"]["verdict"] == "not evaluated"
     assert claims["e_modality_gap"]["summary"] == "not evaluated"
-    assert claims["d_ablation"]["summary"] == "holds: 12 of 12 comparisons hold"
-    assert "single seed: no std, compared plainly" in (out / "claims.md").read_text()
+    assert claims["d_ablation"]["summary"] == "inconclusive (12 inconclusive of 12 comparisons)"
+    assert "one seed: no interval" in (out / "claims.md").read_text()
     assert "| multi | — | not reproduced | not reproduced |" in (out / "table1.md").read_text()
     assert metrics["table1"]["builtin_av/ours"]["multi"]["mla"]["std"] is None
     # The report's files are the same for every config (dvc.yaml lists them): "not run" instead.

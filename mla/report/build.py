@@ -27,7 +27,8 @@ def build_report(cfg: dict, out_dir: str) -> None:
         tables.write_table(t, out)
 
     claims = claims_mod.evaluate(cfg, results, gaps, paper)
-    (out / "claims.md").write_text(claims_mod.claims_md(claims), encoding="utf-8")
+    noise = claims_mod.noise(cfg, results)
+    (out / "claims.md").write_text(claims_mod.claims_md(claims, noise), encoding="utf-8")
 
     figs = {"training_curves": figures.training_curves_figure(cfg, results, out / "training_curves.png"),
             "modality_gap": figures.modality_gap_figure(cfg, gaps, out / "modality_gap.png")}
@@ -39,8 +40,8 @@ def build_report(cfg: dict, out_dir: str) -> None:
         "config_sha256": config_sha,
         "std": "sample standard deviation over seeds (ddof=1); null for a single seed",
         **{t.name: t.values() for t in tabs},
-        "claims": claims_mod.claims_values(claims),
+        "claims": claims_mod.claims_values(claims, noise),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, sort_keys=True, indent=2, allow_nan=False) + "\n",
                                       encoding="utf-8")
-    (out / "report.html").write_text(report_html(cfg, tabs, claims, figs, prov, config_sha), encoding="utf-8")
+    (out / "report.html").write_text(report_html(cfg, tabs, claims, noise, figs, prov, config_sha), encoding="utf-8")

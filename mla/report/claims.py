@@ -1,25 +1,25 @@
-"""The paper's claims checked on our numbers, stated plainly.
+"""The paper's claims checked on our numbers, each comparison with a confidence interval.
 
-A comparison "A > B" holds when mean(A) − mean(B) exceeds the pooled standard deviation
-sqrt((s_A² + s_B²) / 2) (sample stds over seeds). With a single seed there is no std: the means
-are compared plainly and the item says so. A number whose job is not in the grid makes the item
-"not evaluated", never "does not hold".
+Every item compares two cells "A > B" over seeds with Welch's 95 % interval of the difference
+(:mod:`mla.report.verdicts`): **holds**, **contradicted**, **inconclusive**, **not applicable** (the
+claim's premise fails) or **not evaluated** (a cell is not in the grid). A claim is a statement about
+all its items ("MLA beats every baseline"): it holds when every applicable item holds, is contradicted
+when any item is, and is inconclusive otherwise; its headline is its weakest item (the smallest
+difference), with that item's interval.
 """
 from __future__ import annotations
 
 import html as _html
-import math
+import statistics
 from dataclasses import dataclass, field
 
 from mla import catalog
 from mla.report.collect import JobResult, Stat
 from mla.report.tables import ablation_cells, find_job
+from mla.report.verdicts import (CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_APPLICABLE, NOT_EVALUATED, RULE,
+                                 smallest_significant, verdict, welch)
 
-HOLDS, FAILS, NOT_EVALUATED = "holds", "does not hold", "not evaluated"
-LAZY_POINTS = 5.0   # a laziness gap this large is called substantial
-RULE = ("holds = mean difference in the claimed direction larger than the pooled standard deviation "
-        "sqrt((s1² + s2²)/2) over seeds (ddof=1); with a single seed there is no std and the means are "
-        "compared plainly.")
+LAZY_POINTS = 5.0   # a modality is lazy when alone − concat holds and is at least this large
 
 
 @dataclass
@@ -36,14 +36,44 @@ class Claim:
     statement: str
     items: list[Item] = field(default_factory=list)
 
-    def summary(self) -> str:
-        ev = [i for i in self.items if i.verdict != NOT_EVALUATED]
+    def applicable(self) -> list[Item]:
+        return [i for i in self.items if i.verdict in (HOLDS, CONTRADICTED, INCONCLUSIVE)]
+
+    def verdict(self) -> str:
+        """The claim's verdict over its items (see the module docstring)."""
+        ev = self.applicable()
         if not ev:
+            if any(i.verdict == NOT_APPLICABLE for i in self.items):
+                return NOT_APPLICABLE
             return NOT_EVALUATED
-        n = sum(i.verdict == HOLDS for i in ev)
-        word = HOLDS if n == len(ev) else FAILS if n == 0 else "holds partly"
+        if any(i.verdict == CONTRADICTED for i in ev):
+            return CONTRADICTED
+        return HOLDS if all(i.verdict == HOLDS for i in ev) else INCONCLUSIVE
+
+    def weakest(self) -> Item | None:
+        """The applicable item with the smallest difference: the one that decides a universal claim."""
+        ev = self.applicable()
+        return min(ev, key=lambda i: i.numbers["diff"]) if ev else None
+
+    def summary(self) -> str:
+        """E.g. ``holds (12 of 12 comparisons hold)``, ``contradicted (3 hold, 1 contradicted of 4 ...)``."""
+        ev = self.applicable()
+        word = self.verdict()
+        if not ev:
+            return word
+        labels = {HOLDS: "hold", CONTRADICTED: "contradicted", INCONCLUSIVE: "inconclusive"}
+        counts = [f"{n} {labels[v]}" for v in labels if (n := sum(i.verdict == v for i in ev))]
         rest = len(self.items) - len(ev)
-        return f"{word}: {n} of {len(ev)} comparisons hold" + (f" ({rest} not evaluated)" if rest else "")
+        tail = f"; {rest} not applicable or not evaluated" if rest else ""
+        return f"{word} ({', '.join(counts)} of {len(ev)} comparisons{tail})"
+
+    def headline(self, digits: int = 2) -> dict:
+        """One scoreboard line: verdict, the weakest item's effect and interval, the counts."""
+        w = self.weakest()
+        return {"claim": self.key, "statement": self.statement, "verdict": self.verdict(),
+                "summary": self.summary(), "weakest": w.subject if w else None,
+                "effect": w.numbers["diff"] if w else None,
+                "interval": [w.numbers["ci_low"], w.numbers["ci_high"]] if w else None}
 
 
 def compare(subject: str, a: Stat | None, b: Stat | None, name_a: str, name_b: str,
@@ -52,18 +82,19 @@ def compare(subject: str, a: Stat | None, b: Stat | None, name_a: str, name_b: s
     if a is None or b is None:
         missing = " and ".join(n for n, s in ((name_a, a), (name_b, b)) if s is None)
         return Item(subject, NOT_EVALUATED, f"no result for {missing} in this grid")
-    diff = a.mean - b.mean
-    if a.std is None or b.std is None:
-        thr, how = 0.0, "single seed: no std, compared plainly"
-    else:
-        thr = math.sqrt((a.std ** 2 + b.std ** 2) / 2)
-        how = f"pooled std {thr:.{digits}f}"
-    ok = diff > thr
-    why = "" if ok else ("; in the opposite direction" if diff <= 0 else "; within seed noise")
-    detail = (f"{name_a} {a.fmt(digits)} vs {name_b} {b.fmt(digits)}: difference {diff:+.{digits}f} "
-              f"({how}){why}{extra}")
-    nums = {"a": a.as_dict(), "b": b.as_dict(), "diff": round(diff, 4), "threshold": round(thr, 4)}
-    return Item(subject, HOLDS if ok else FAILS, detail, nums)
+    iv = welch(a, b)
+    v = verdict(iv)
+    note = "" if iv.half is not None else "; one seed: no interval, so no verdict beyond noise"
+    detail = (f"{name_a} {a.fmt(digits)} vs {name_b} {b.fmt(digits)}: difference {iv.fmt(digits)} "
+              f"(95 % CI, Welch){note}{extra}")
+    r = lambda x: None if x is None else round(x, 4)  # noqa: E731
+    nums = {"a": a.as_dict(), "b": b.as_dict(), "diff": round(iv.diff, 4), "ci_low": r(iv.lo),
+            "ci_high": r(iv.hi), "half_width": r(iv.half), "df": r(iv.df)}
+    return Item(subject, v, detail, nums)
+
+
+def not_applicable(subject: str, why: str) -> Item:
+    return Item(subject, NOT_APPLICABLE, why)
 
 
 def _acc(job: JobResult | None, key: str) -> Stat | None:
@@ -103,15 +134,23 @@ def claim_mla_multi(cfg: dict, results: dict[str, JobResult]) -> Claim:
 
 
 def claim_weak_modality(cfg: dict, results: dict[str, JobResult]) -> Claim:
-    c = Claim("c_weak_modality", "MLA lifts the weak modality (the one with the largest laziness gap, "
-              "alone − concat): its accuracy under MLA exceeds that under Concat.")
+    c = Claim("c_weak_modality", "MLA lifts the lazy modality (the one with the largest laziness gap, "
+              "alone − concat, among those whose laziness holds and is at least "
+              f"{LAZY_POINTS:g} points): its accuracy under MLA exceeds that under Concat.")
     for d in cfg["datasets"]:
-        gaps = {m: a.mean - j.mean for m, (a, j) in _laziness(cfg, results, d).items() if a and j}
-        if not gaps:
-            c.items.append(Item(d, NOT_EVALUATED, "no alone/concat pair to find the weak modality"))
+        pairs = {m: (a, j) for m, (a, j) in _laziness(cfg, results, d).items() if a and j}
+        if not pairs:
+            c.items.append(Item(d, NOT_EVALUATED, "no alone/concat pair to find the lazy modality"))
             continue
-        weak = max(gaps, key=gaps.get)   # ties: the first in modality order
-        c.items.append(compare(f"{d} / {weak} (laziness gap {gaps[weak]:+.2f})",
+        lazy = {m: a.mean - j.mean for m, (a, j) in pairs.items()
+                if verdict(welch(a, j)) == HOLDS and a.mean - j.mean >= LAZY_POINTS}
+        if not lazy:
+            gaps = ", ".join(f"{m} {a.mean - j.mean:+.2f}" for m, (a, j) in pairs.items())
+            c.items.append(not_applicable(d, f"no lazy modality (alone − concat: {gaps}; lazy = holds and "
+                                              f"≥ {LAZY_POINTS:g} points), so there is nothing to lift"))
+            continue
+        weak = max(lazy, key=lazy.get)   # ties: the first in modality order
+        c.items.append(compare(f"{d} / {weak} (laziness gap {lazy[weak]:+.2f})",
                                _acc(find_job(results, "train", d, "mla"), weak),
                                _acc(find_job(results, "train", d, "concat"), weak), "mla", "concat"))
     return c
@@ -165,8 +204,50 @@ def evaluate(cfg: dict, results: dict[str, JobResult], gaps: dict[str, dict], pa
             claim_ablation(cfg, results), claim_gap(cfg, gaps, paper), claim_missing(cfg, results)]
 
 
-def claims_md(claims: list[Claim]) -> str:
+def noise(cfg: dict, results: dict[str, JobResult]) -> dict:
+    """The seed noise of Table 1's multi cells and the smallest difference it lets us call significant:
+    the median and largest seed std, and t_{0.975, 2n−2} · median std · sqrt(2/n) for n seeds."""
+    stds, n = [], len(cfg["seeds"])
+    for d in cfg["datasets"]:
+        for m in cfg["methods"]:
+            if m == "unimodal":
+                continue
+            s = _acc(find_job(results, "train", d, m), "multi")
+            if s is not None and s.std is not None:
+                stds.append(s.std)
+    if not stds:
+        return {"seeds": n, "cells": 0, "median_std": None, "max_std": None, "smallest_significant": None}
+    med = statistics.median(stds)
+    mdd = smallest_significant(med, n)
+    return {"seeds": n, "cells": len(stds), "median_std": round(med, 4), "max_std": round(max(stds), 4),
+            "smallest_significant": None if mdd is None else round(mdd, 4)}
+
+
+def _noise_line(nz: dict) -> str:
+    if not nz["cells"]:
+        return "Seed noise: no Table 1 multi cell with more than one seed."
+    return (f"Seed noise: {nz['seeds']} seeds; Table 1's multi cells have a median seed std of "
+            f"{nz['median_std']:.2f} points (largest {nz['max_std']:.2f}, {nz['cells']} cells), so the smallest "
+            f"difference two such cells can show as significant is {nz['smallest_significant']:.2f} points.")
+
+
+def _effect(c: Claim) -> str:
+    w = c.weakest()
+    if w is None:
+        return "—"
+    lo, hi = w.numbers["ci_low"], w.numbers["ci_high"]
+    ci = "no interval (one seed)" if lo is None else f"[{lo:+.2f}, {hi:+.2f}]"
+    return f"{w.numbers['diff']:+.2f} {ci} ({w.subject})"
+
+
+def claims_md(claims: list[Claim], nz: dict | None = None) -> str:
     parts = ["# The paper's claims on our numbers", "", f"Rule: {RULE}", ""]
+    if nz is not None:
+        parts += [_noise_line(nz), ""]
+    parts += ["| claim | verdict | weakest comparison: difference [95 % CI] | comparisons |",
+              "| --- | --- | --- | --- |"]
+    parts += [f"| ({c.key.split('_')[0]}) | **{c.verdict()}** | {_effect(c)} | {c.summary()} |" for c in claims]
+    parts.append("")
     for c in claims:
         parts += [f"## ({c.key.split('_')[0]}) {c.statement}", "", f"**Overall: {c.summary()}**", ""]
         parts += [f"- {i.subject}: **{i.verdict}** — {i.detail}" for i in c.items] or ["- nothing to compare"]
@@ -174,21 +255,42 @@ def claims_md(claims: list[Claim]) -> str:
     return "\n".join(parts)
 
 
-def claims_html(claims: list[Claim]) -> str:
+CSS_CLASS = {HOLDS: "holds", CONTRADICTED: "fails", INCONCLUSIVE: "unsure", NOT_APPLICABLE: "na",
+             NOT_EVALUATED: "na"}
+
+
+def scoreboard_html(claims: list[Claim], nz: dict | None = None) -> str:
+    """The report's first screen: one line per claim (verdict, weakest effect with its interval)."""
     esc = _html.escape
-    cls = {HOLDS: "holds", FAILS: "fails", NOT_EVALUATED: "na"}
-    out = ["<h2>The paper's claims on our numbers</h2>", f'<p class="caption">Rule: {esc(RULE)}</p>']
+    rows = "\n".join(
+        f'<tr><td>({esc(c.key.split("_")[0])})</td><td>{esc(c.statement)}</td>'
+        f'<td><b class="{CSS_CLASS[c.verdict()]}">{esc(c.verdict())}</b></td>'
+        f"<td>{esc(_effect(c))}</td><td>{esc(c.summary())}</td></tr>" for c in claims)
+    head = ("<tr><th></th><th>claim</th><th>verdict</th><th>weakest comparison: difference [95 % CI]</th>"
+            "<th>comparisons</th></tr>")
+    noise_p = f'<p class="caption">{esc(_noise_line(nz))}</p>' if nz is not None else ""
+    return (f'<h2>The paper\'s claims on our numbers</h2>\n<table class="tbl scoreboard">\n{head}\n{rows}\n'
+            f'</table>\n{noise_p}<p class="caption">{esc(RULE)}</p>')
+
+
+def claims_html(claims: list[Claim]) -> str:
+    """Every comparison of every claim (below the tables)."""
+    esc = _html.escape
+    out = ["<h2>Every comparison behind the claims</h2>"]
     for c in claims:
         out += [f"<h3>({esc(c.key.split('_')[0])}) {esc(c.statement)}</h3>",
                 f"<p><b>Overall: {esc(c.summary())}</b></p>", "<ul>"]
-        out += [f'<li>{esc(i.subject)}: <b class="{cls[i.verdict]}">{esc(i.verdict)}</b> — {esc(i.detail)}</li>'
+        out += [f'<li>{esc(i.subject)}: <b class="{CSS_CLASS[i.verdict]}">{esc(i.verdict)}</b> — {esc(i.detail)}</li>'
                 for i in c.items]
         out.append("</ul>")
     return "\n".join(out)
 
 
-def claims_values(claims: list[Claim]) -> dict:
+def claims_values(claims: list[Claim], nz: dict | None = None) -> dict:
     """Verdicts and numbers for the report's metrics.json."""
-    return {c.key: {"summary": c.summary(),
-                    "items": {i.subject: {"verdict": i.verdict, **i.numbers} for i in c.items}}
-            for c in claims}
+    out = {c.key: {"summary": c.summary(), "verdict": c.verdict(), "headline": c.headline(),
+                   "items": {i.subject: {"verdict": i.verdict, **i.numbers} for i in c.items}}
+           for c in claims}
+    if nz is not None:
+        out["noise"] = nz
+    return out

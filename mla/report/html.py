@@ -5,7 +5,7 @@ import base64
 import html as _html
 from pathlib import Path
 
-from mla.report.claims import Claim, claims_html
+from mla.report.claims import Claim, claims_html, scoreboard_html
 from mla.report.tables import STD_NOTE, Table, html_page, table_html
 
 
@@ -35,7 +35,7 @@ def _provenance(cfg: dict, prov: dict, config_sha: str) -> str:
     return f'<h2>Methods and provenance</h2>\n<table class="tbl">\n{body}\n</table>'
 
 
-def report_html(cfg: dict, tables: list[Table], claims: list[Claim], figures: dict[str, Path],
+def report_html(cfg: dict, tables: list[Table], claims: list[Claim], noise: dict, figures: dict[str, Path],
                 prov: dict, config_sha: str) -> str:
     """The whole report page."""
     intro = (
@@ -46,7 +46,7 @@ def report_html(cfg: dict, tables: list[Table], claims: list[Claim], figures: di
         "computed. Claims are checked on our numbers only.</p>"
     )
     by_name = {t.name: t for t in tables}
-    parts = [intro, claims_html(claims)]
+    parts = [intro, scoreboard_html(claims, noise)]
     for name in ("table1", "table2", "table3", "selection"):
         if name in by_name:
             parts.append(table_html(by_name[name]))
@@ -56,5 +56,6 @@ def report_html(cfg: dict, tables: list[Table], claims: list[Claim], figures: di
         parts.append(_img(figures["modality_gap"], "t-SNE of concat and MLA features"))
     if "training_curves" in figures:
         parts += ["<h2>Training curves</h2>", _img(figures["training_curves"], "validation accuracy per epoch")]
+    parts.append(claims_html(claims))
     parts.append(_provenance(cfg, prov, config_sha))
     return html_page(f"MLA reproduction — {cfg['name']}", "\n".join(parts))
