@@ -83,7 +83,7 @@ def report_files(cfg: dict) -> list[str]:
     rep = report_dir(cfg)
     files = [f"{rep}/{t}.{ext}" for t in REPORT_TABLES for ext in ("md", "csv", "html")]
     return files + [f"{rep}/{f}" for f in ("claims.md", "report.html", "metrics.json", "training_curves.png",
-                                          "modality_gap.png")]
+                                          "modality_gap.png", "table1.png", "table2.png", "table3.png")]
 
 
 def analysis_dir(cfg: dict, dataset: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mla import config as mla_config
 from mla.report import claims as claims_mod
-from mla.report import figures, tables
+from mla.report import figures, result_figures, tables
 from mla.report.collect import collect, load_gaps, load_released_scores, provenance
 from mla.report.html import report_html
 
@@ -30,7 +30,13 @@ def build_report(cfg: dict, out_dir: str) -> None:
     noise = claims_mod.noise(cfg, results)
     (out / "claims.md").write_text(claims_mod.claims_md(claims, noise), encoding="utf-8")
 
-    figs = {"training_curves": figures.training_curves_figure(cfg, results, out / "training_curves.png"),
+    by_name = {t.name: t for t in tabs}
+    styles = result_figures.style_of(result_figures.method_order(by_name))
+    figs = {"table1": result_figures.table1_figure(by_name["table1"], styles, out / "table1.png"),
+            "table2": result_figures.table2_figure(by_name["table2"], styles, cfg["missing"]["masking"],
+                                                   out / "table2.png"),
+            "table3": result_figures.table3_figure(by_name["table3"], out / "table3.png"),
+            "training_curves": figures.training_curves_figure(cfg, results, styles, out / "training_curves.png"),
             "modality_gap": figures.modality_gap_figure(cfg, gaps, out / "modality_gap.png")}
 
     config_sha = hashlib.sha256(mla_config.dump(cfg).encode()).hexdigest()

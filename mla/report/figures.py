@@ -81,33 +81,37 @@ def val_curve(result: JobResult) -> tuple[list[int], list[float], str]:
     return epochs, [math.fsum(per_epoch[e]) / n for e in epochs], split
 
 
-def training_curves_figure(cfg: dict, results: dict[str, JobResult], out_path: str | Path) -> Path:
-    """One panel per dataset, one line per train job: multi accuracy per epoch, mean over seeds."""
+def training_curves_figure(cfg: dict, results: dict[str, JobResult], styles: dict[str, tuple],
+                           out_path: str | Path) -> Path:
+    """One panel per dataset, one line per train job: multi accuracy per epoch, mean over seeds.
+
+    ``styles``: a (colour, marker) per method, the same as in the result figures; unimodal runs take the
+    'alone' style and differ by line style."""
     datasets = list(cfg["datasets"])
     ncols = min(3, len(datasets))
     nrows = math.ceil(len(datasets) / ncols)
     with matplotlib.style.context("default"):
-        fig = Figure(figsize=(5.0 * ncols, 3.8 * nrows), dpi=DPI)
+        fig = Figure(figsize=(6.4 * ncols, 3.8 * nrows), dpi=DPI)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-        # One colour per method across panels (tab10 by position in cfg["methods"]); unimodal
-        # runs of different modalities share it and differ by line style.
-        colour = {m: f"C{i % 10}" for i, m in enumerate(cfg["methods"])}
         for ax, d in zip(axes, datasets):
-            styles = iter(("-", "--", ":", "-."))
+            dashes = iter(("--", ":", "-."))
             for r in results.values():
                 if r.job.phase == "train" and r.job.dataset == d:
                     ep, acc, split = val_curve(r)
-                    ax.plot(ep, acc, marker=".", color=colour.get(r.job.method, "k"),
-                            linestyle=next(styles) if r.job.modality else "-",
+                    colour, marker = styles.get("alone" if r.job.modality else r.job.method, ("k", "."))
+                    ax.plot(ep, acc, marker=marker, markersize=3, color=colour, linewidth=1.1,
+                            linestyle=next(dashes) if r.job.modality else "-",
                             label=r.job.tag + ("" if split == "val" else " (test)"))
             ax.set_title(d, fontsize=10)
             ax.set_xlabel("epoch")
             ax.set_ylabel("accuracy (%), mean over seeds")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         for ax in axes[len(datasets):]:
             ax.set_visible(False)
-        fig.suptitle("Validation accuracy per epoch, train phase (multi; unimodal runs: their one modality)", fontsize=10)
+        fig.suptitle("Validation accuracy per epoch, train phase\n(multi; unimodal runs: their one modality)",
+                     fontsize=10)
         fig.tight_layout()
-        return _save(fig, Path(out_path))
+        fig.savefig(out_path, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
+        return Path(out_path)

@@ -47,6 +47,10 @@ def report_html(cfg: dict, tables: list[Table], claims: list[Claim], noise: dict
     )
     by_name = {t.name: t for t in tables}
     parts = [intro, scoreboard_html(claims, noise)]
+    for name, alt in (("table1", "Table 1 as grouped bars"), ("table2", "Table 2 as curves against the missing rate"),
+                      ("table3", "Table 3 as bars")):
+        if name in figures:
+            parts.append(_img(figures[name], alt))
     for name in ("table1", "table2", "table3", "selection"):
         if name in by_name:
             parts.append(table_html(by_name[name]))
