@@ -69,7 +69,8 @@ def crop_boxes(n: int, height: int, width: int, gen: torch.Generator) -> torch.T
     box that fits wins, at a uniform position; if none fits, the centre crop of the largest
     in-range aspect (the whole image for a square one).
     """
-    area = height * width * (SCALE[0] + (SCALE[1] - SCALE[0]) * torch.rand(n, ATTEMPTS, generator=gen, dtype=torch.float64))
+    fraction = SCALE[0] + (SCALE[1] - SCALE[0]) * torch.rand(n, ATTEMPTS, generator=gen, dtype=torch.float64)
+    area = height * width * fraction
     lo, hi = math.log(RATIO[0]), math.log(RATIO[1])
     aspect = torch.exp(lo + (hi - lo) * torch.rand(n, ATTEMPTS, generator=gen, dtype=torch.float64))
     w = torch.round(torch.sqrt(area * aspect)).long()
@@ -121,7 +122,8 @@ def _filter(kernel: str, x: torch.Tensor) -> tuple[torch.Tensor, float]:
     raise ValueError(f"resampling kernel {kernel!r}: expected bilinear or bicubic")
 
 
-def resample_matrix(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int, kernel: str) -> torch.Tensor:
+def resample_matrix(start: torch.Tensor, length: torch.Tensor, out_size: int, in_size: int,
+                    kernel: str) -> torch.Tensor:
     """(n, out_size, in_size) weights that resize the windows ``[start, start + length)`` of an axis to
     ``out_size`` samples, as Pillow resizes a cropped image: output sample ``o`` is centred at
     ``start + (o + 0.5) * length / out_size``; taps outside the window are dropped and the rest

@@ -114,7 +114,8 @@ def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[
         encoders[m] = create_encoder(m, dim, spec)
     options = {**cfg["method_options"].get(job.method, {}), **dict(job.options)}
     method = create_method(job.method, encoders, n_classes=ds.n_classes, feature_dim=dim, **options)
-    initialise(method, model["init"], seed, keep=[encoders[m] for m in modalities if "weights" in model["encoders"][m]])
+    pretrained = [encoders[m] for m in modalities if "weights" in model["encoders"][m]]
+    initialise(method, model["init"], seed, keep=pretrained)  # pre-trained encoders keep their weights
     return method
 
 

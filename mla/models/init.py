@@ -30,7 +30,8 @@ _STREAM = 0x1A17  # tags the initialisation's random stream, so it shares no num
 
 def init_generator(seed: int) -> torch.Generator:
     """The CPU generator of the initialisation of the run with ``seed``: same seed, same weights."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, _STREAM]).generate_state(1, np.uint64)[0] >> 1))
+    state = np.random.SeedSequence([seed, _STREAM]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> 1))
 
 
 def released_init_(module: nn.Module, generator: torch.Generator) -> None:
