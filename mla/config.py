@@ -21,6 +21,7 @@ SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
 WEIGHTS_DIR = "data/weights"  # converted encoder weights (``weights.<name>`` -> <name>.pt)
 # model.inputs defaults: how stored pixels and fbanks become encoder inputs (mla/batches.py PIXEL_NORMS, FBANK_NORMS)
 INPUTS = {"pixels": "centred", "fbank": "standardised"}
+INIT = "pytorch"  # model.init default: PyTorch's own initialisation (mla/models/init.py)
 
 
 class ConfigError(ValueError):
@@ -111,15 +112,18 @@ def model_for(cfg: dict, dataset: str) -> dict:
 
     ``feature_dim`` is replaced; ``encoders`` are merged per modality, an override replacing its
     modality's whole encoder spec (the options of two encoders have nothing in common). Returns
-    a new ``{"feature_dim": int, "encoders": {modality: spec}, "inputs": {...}}``; ``inputs`` (pixel and
-    fbank normalisation, mla/batches.py) are merged per key over :data:`INPUTS`.
+    a new ``{"feature_dim": int, "encoders": {modality: spec}, "inputs": {...}, "init": str}``; ``inputs``
+    (pixel and fbank normalisation, mla/batches.py) are merged per key over :data:`INPUTS`; ``init``
+    (mla/models/init.py) is the dataset's, else the section's, else :data:`INIT`.
     """
     model = cfg["model"]
     over = (model.get("datasets") or {}).get(dataset) or {}
     encoders = copy.deepcopy(model["encoders"])
     encoders.update(copy.deepcopy(over.get("encoders") or {}))
     inputs = {**INPUTS, **(model.get("inputs") or {}), **(over.get("inputs") or {})}
-    return {"feature_dim": over.get("feature_dim", model["feature_dim"]), "encoders": encoders, "inputs": inputs}
+    init = over.get("init", model.get("init", INIT))
+    return {"feature_dim": over.get("feature_dim", model["feature_dim"]), "encoders": encoders, "inputs": inputs,
+            "init": init}
 
 
 def weights_path(name: str) -> str:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from mla import catalog, checkpoint, config as config_mod, grid
+from mla.augment import augment_batch
 from mla.batches import FBANK_NORMS, SplitTensors, audio_stats, to_tensors
 from mla.checkpoint import JobWork, RunWork
 from mla.devices import placement
@@ -34,6 +35,7 @@ from mla.features.store import load_split, load_vocab, read_manifest
 from mla.methods.base import create_method, Method
 from mla.missing import SPLITS, draw_mask
 from mla.models.encoders import create_encoder
+from mla.models.init import initialise
 from mla.provenance import runtime_provenance, static_provenance
 
 
@@ -98,8 +100,9 @@ def split_tensors(ds: DatasetArrays, modalities: tuple[str, ...], seed: int, mis
     return tensors, masks
 
 
-def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[str, ...]) -> Method:
-    """Encoders from the config's registry entries, wrapped by the job's method."""
+def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[str, ...], seed: int = 0) -> Method:
+    """Encoders from the config's registry entries, wrapped by the job's method, initialised as
+    ``model.init`` says from ``seed`` (callers that load a state afterwards may leave it)."""
     model = config_mod.model_for(cfg, job.dataset)
     dim = model["feature_dim"]
     encoders = nn.ModuleDict()
@@ -110,7 +113,10 @@ def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[
             spec.setdefault("max_len", ds.text_len)
         encoders[m] = create_encoder(m, dim, spec)
     options = {**cfg["method_options"].get(job.method, {}), **dict(job.options)}
-    return create_method(job.method, encoders, n_classes=ds.n_classes, feature_dim=dim, **options)
+    method = create_method(job.method, encoders, n_classes=ds.n_classes, feature_dim=dim, **options)
+    pretrained = [encoders[m] for m in modalities if "weights" in model["encoders"][m]]
+    initialise(method, model["init"], seed, keep=pretrained)  # pre-trained encoders keep their weights
+    return method
 
 
 def build_optimizer(cfg: dict, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
@@ -165,7 +171,7 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
     data = {s: place.data(t) for s, t in data.items()}
 
     # --- build ------------------------------------------------------------------------
-    method = place.module(build_method(cfg, job, ds, modalities))
+    method = place.module(build_method(cfg, job, ds, modalities, seed))
     optimizer, scheduler = build_optimizer(cfg, method.parameters())
     tr = cfg["training"]
     log, sel = [], Selection("val" if len(data["val"]) else "test")  # val_fraction 0 = the released protocol
@@ -182,7 +188,8 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
     for epoch in range(first_epoch, tr["epochs"] + 1):
         method.train()
         losses = []
-        for batch in method.epoch_batches(data["train"], tr["batch_size"], gen):
+        for step, batch in enumerate(method.epoch_batches(data["train"], tr["batch_size"], gen)):
+            batch = augment_batch(batch, data["train"], tr.get("augment"), seed, epoch, step)  # training only
             with place.autocast():
                 loss = method.train_step(batch, optimizer)
             if not math.isfinite(loss):
@@ -239,7 +246,7 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
     missing = None if job.missing_rate is None else {"rate": job.missing_rate, "masking": cfg["missing"]["masking"]}
     data, masks = split_tensors(ds, ds.modalities, seed, missing, config_mod.model_for(cfg, job.dataset)["inputs"])
     data = {s: place.data(t) for s, t in data.items()}
-    method = build_method(cfg, job, ds, ds.modalities)
+    method = build_method(cfg, job, ds, ds.modalities, seed)
     by_id = {j.id: j for j in grid.jobs(cfg)}
     states = {}
     for dep in job.needs:

@@ -93,7 +93,7 @@ def test_model_for_merges_each_datasets_override():
     assert food["feature_dim"] == 768 and food["encoders"]["image"]["name"] == "m3ae"
     assert food["encoders"]["image"]["weights"] == "data/weights/m3ae_base.pt"
     assert iemo["encoders"]["audio"]["name"] == "cavmae_audio" and iemo["encoders"]["text"]["name"] == "m3ae"
-    assert set(iemo) == {"feature_dim", "encoders", "inputs"}
+    assert set(iemo) == {"feature_dim", "encoders", "inputs", "init"}
     # [C]'s inputs everywhere, but Kinetics-Sounds' fbanks, which OGM-GE's recipe normalises
     assert iemo["inputs"] == cre["inputs"] == {"pixels": "imagenet", "fbank": "raw"}
     assert config.model_for(cfg, "ks")["inputs"] == {"pixels": "imagenet", "fbank": "standardised"}
@@ -111,7 +111,7 @@ def test_model_for_of_a_dataset_without_override_is_the_global_section():
     assert av["feature_dim"] == 64 and av["encoders"]["audio"] == {"name": "resnet18", "width": 8}
     assert av["encoders"]["video"] == cfg["model"]["encoders"]["video"]  # other modalities: the global spec
     assert it == {"feature_dim": cfg["model"]["feature_dim"], "encoders": cfg["model"]["encoders"],
-                  "inputs": cfg["model"]["inputs"]}
+                  "inputs": cfg["model"]["inputs"], "init": cfg["model"]["init"]}
 
 
 def test_an_override_changes_one_place_although_yaml_aliases_share_it():

@@ -41,7 +41,7 @@ CODE_CONFIG = code("mla/config.py", "mla/config_schema.yaml", "mla/catalog.py", 
 CODE_DATA = CODE_CONFIG + code("mla/data/*.py")
 CODE_FEATURES = CODE_CONFIG + code("mla/data/splits.py", "mla/features/*.py")
 CODE_TRAIN = CODE_CONFIG + code(
-    "mla/train.py", "mla/batches.py", "mla/evaluate.py", "mla/fusion.py", "mla/missing.py",
+    "mla/train.py", "mla/augment.py", "mla/batches.py", "mla/evaluate.py", "mla/fusion.py", "mla/missing.py",
     "mla/provenance.py", "mla/registry.py", "mla/models/*.py", "mla/methods/base.py",
     "mla/methods/__init__.py", "mla/features/store.py", "mla/checkpoint.py", "mla/devices.py", "mla/io.py",
 )
