@@ -164,7 +164,7 @@ class MLA(Method):
 
     def observe(self, mi: int, feats: torch.Tensor) -> None:
         """Add a batch of modality ``mi``'s detached features to its running sum (Eq. 4's mean)."""
-        self.feat_sum[mi] += feats.detach().sum(0).to(torch.float64)
+        self.feat_sum[mi] += feats.detach().to(torch.float64).sum(0)
         self.feat_count[mi] += feats.shape[0]
 
     def hbar(self, mi: int, feats: torch.Tensor) -> torch.Tensor:
