@@ -211,3 +211,37 @@ def test_diagnostics_reach_log_jsonl(tmp_path):
     off = dataclasses.replace(job, options=(("hgm", False),))
     _, log_off, _, _ = train_run(cfg, off, ds, 0)
     assert not any(k.startswith("hgm_") for r in log_off for k in r)
+
+
+def test_table3_shows_whether_hgm_acts():
+    """The report's Table 3 carries, per MLA variant, the diagnostics at the selected and the last
+    epoch, mean ± std over seeds (hand-computed), and 'HGM off' for the hgm false variant."""
+    from mla.report import tables
+    from mla.report.collect import JobResult
+
+    def rec(epoch, kept, lo):
+        return {"epoch": epoch, "hgm_retention_mean": kept, "hgm_retention_last": kept / 2,
+                "hgm_P_eig_min": lo, "hgm_P_eig_max": 1.0, "hgm_P_trace": 3.5}
+
+    on = grid.Job("train", "builtin_av", "mla", "mla", (0, 1), "r/on")
+    off = grid.Job("ablation", "builtin_av", "mla", "mla-nohgm", (0, 1), "r/off", options=(("hgm", False),))
+    metrics_on = tuple({"selected_epoch": 2, "options": {"hgm": True}, "selection": "val", "test": {}} for _ in range(2))
+    logs_on = ((rec(1, 0.9, 0.5), rec(2, 0.4, 1e-3), rec(3, 0.1, 1e-5)),
+               (rec(1, 0.9, 0.5), rec(2, 0.2, 3e-3), rec(3, 0.3, 3e-5)))
+    metrics_off = tuple({"selected_epoch": 1, "options": {"hgm": False}, "selection": "val", "test": {}} for _ in range(2))
+    logs_off = (({"epoch": 1},), ({"epoch": 1},))
+    results = {on.id: JobResult(on, metrics_on, logs_on), off.id: JobResult(off, metrics_off, logs_off)}
+
+    t = tables.table3({"ablation": {"datasets": ["builtin_av"]}}, results, tables.load_paper())
+    block = next(b for b in t.blocks if b.key == "builtin_av/hgm")
+    sel, last = "train/mla: selected epoch", "train/mla: last epoch"
+    assert block.frame.loc[sel, "retention (epoch mean)"] == f"0.3 ± {math.sqrt(0.02):.2g}"
+    assert block.values[sel]["retention (epoch mean)"] == {"mean": 0.3, "std": float(f"{math.sqrt(0.02):.6g}"), "n": 2}
+    assert block.values[last]["retention (last step)"]["mean"] == pytest.approx(0.1)
+    assert block.frame.loc[sel, "P λ_min"] == "0.002 ± 0.0014"
+    assert block.values[last]["P λ_min"]["mean"] == pytest.approx(2e-5)
+    assert block.frame.loc["ablation/mla-nohgm: last epoch", "P trace"] == tables.HGM_OFF
+    assert "builtin_av/hgm" in tables.table_csv(t) and "is HGM acting?" in tables.table_md(t)
+    # A run logged before the diagnostics existed is named, not shown as a number.
+    old = JobResult(on, metrics_on, (({"epoch": 2},), ({"epoch": 2},)))
+    assert tables.hgm_block({on.id: old}, "builtin_av").frame.loc[sel, "P trace"] == tables.NOT_LOGGED
