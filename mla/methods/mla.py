@@ -76,11 +76,11 @@ def released_alpha(i: int, n: int) -> float:
     return 0.1 ** (1 + i / n)
 
 
-def retention(grad: torch.Tensor, P: torch.Tensor) -> float | None:
-    """||grad·P||_F / ||grad||_F: the fraction of the head-weight gradient HGM keeps
-    (None for a zero gradient, where the ratio is undefined)."""
+def retention(grad: torch.Tensor, projected: torch.Tensor) -> float | None:
+    """||grad·P||_F / ||grad||_F from the gradient and its projection: the fraction of the
+    head-weight gradient HGM keeps (None for a zero gradient, where it is undefined)."""
     norm = float(torch.linalg.matrix_norm(grad))
-    return None if norm == 0.0 else float(torch.linalg.matrix_norm(grad @ P)) / norm
+    return None if norm == 0.0 else float(torch.linalg.matrix_norm(projected)) / norm
 
 
 def _sig(x: float) -> float:
@@ -183,10 +183,11 @@ class MLA(Method):
             P = self.P.clone()
             self.P.copy_(rls_update(self.P, hbar, self.alpha()))
         grad = self.head.weight.grad.to(torch.float64)
-        kept = retention(grad, P)
+        projected = grad @ P
+        kept = retention(grad, projected)
         if kept is not None:
             self._retention.append(kept)
-        self.head.weight.grad = (grad @ P).to(self.head.weight.grad.dtype)
+        self.head.weight.grad = projected.to(self.head.weight.grad.dtype)
 
     def epoch_diagnostics(self) -> dict:
         """HGM's effect in the epoch just trained (see the module docstring); {} with HGM off."""
