@@ -200,8 +200,11 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
         # --- eval -------------------------------------------------------------------------
         with place.autocast():
             scores = {s: accuracies(method, data[s], tr["eval_batch_size"]) for s in ("val", "test") if len(data[s])}
+        # A method may report its own per-epoch diagnostics (MLA: HGM's retention and P's spectrum).
+        diagnostics = getattr(method, "epoch_diagnostics", None)
         log.append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 6),
-                    **{s: split_metrics(a)[0] for s, a in scores.items()}})
+                    **{s: split_metrics(a)[0] for s, a in scores.items()},
+                    **(diagnostics() if diagnostics is not None else {})})
         sel.update(epoch, scores, method)
         # --- save -------------------------------------------------------------------------
         if work is not None:

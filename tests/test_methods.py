@@ -90,11 +90,14 @@ def test_mla_previous_order_projects_with_previous_P():
     w0 = m.head.weight.detach().clone()
     ref = copy.deepcopy(m)
     batch = _batch("video", seed=2)
-    nn.functional.cross_entropy(ref.head(ref.encoders["video"](batch["video"])), batch["label"]).backward()
+    feats = ref.encoders["video"](batch["video"])
+    nn.functional.cross_entropy(ref.head(feats), batch["label"]).backward()
     m.train_step(batch, opt)
-    # P_{t-1} = I: the update is the plain gradient step, and P has moved for the next step.
+    # P_{t-1} = I: the update is the plain gradient step, and P has moved for the next step to
+    # P_1 = I - h hᵀ / (alpha + hᵀh), h the video features' mean (the first video batch).
     torch.testing.assert_close(m.head.weight.detach() - w0, -0.1 * ref.head.weight.grad, rtol=1e-5, atol=1e-7)
-    assert not torch.allclose(m.P, torch.eye(4, dtype=torch.float64))
+    h = feats.detach().double().mean(0)
+    torch.testing.assert_close(m.P, torch.eye(4, dtype=torch.float64) - torch.outer(h, h) / (0.5 + h @ h))
 
 
 def test_entropy_fusion_weights_per_example():

@@ -271,7 +271,62 @@ def table3(cfg: dict, results: dict[str, JobResult], paper: dict) -> Table:
                                    note="The paper's (no HGM, no DF) column equals its Late Fusion column of Table 1."))
             if real:
                 t.blocks.append(_diff_block(f"{d}/diff", cells, pcells, rows, list(ABLATION_COLS), d))
+        hgm = hgm_block(results, d)
+        if hgm is not None:
+            t.blocks.append(hgm)
     return t
+
+
+# HGM diagnostics (log.jsonl keys written by MLA.epoch_diagnostics) -> column label.
+HGM_COLS = {"hgm_retention_mean": "retention (epoch mean)", "hgm_retention_last": "retention (last step)",
+            "hgm_P_eig_min": "P λ_min", "hgm_P_eig_max": "P λ_max", "hgm_P_trace": "P trace"}
+HGM_OFF = "HGM off"        # hgm false: the head gradient is not modified (P = I), nothing logged
+NOT_LOGGED = "not logged"  # HGM on, but the runs' logs predate the diagnostics
+
+
+def _sig_stat(v: Stat) -> tuple[str, dict]:
+    """Text and CSV values of a diagnostic Stat, in significant digits (retention and P's
+    eigenvalues span many decades, so fixed decimals would print 0.00 for a frozen head)."""
+    text = f"{v.mean:.3g}" if v.std is None else f"{v.mean:.3g} ± {v.std:.2g}"
+    return text, {"mean": float(f"{v.mean:.6g}"), "std": None if v.std is None else float(f"{v.std:.6g}"), "n": v.n}
+
+
+def hgm_block(results: dict[str, JobResult], dataset: str) -> Block | None:
+    """Is HGM acting? Per MLA variant of ``dataset`` (the train run and each ablation variant),
+    the head-gradient retention ||∇W·P|| / ||∇W|| and P's spectrum at the selected epoch and at
+    the last epoch, mean over seeds. None when the dataset has no MLA run in the grid."""
+    jobs = [r for r in results.values() if r.job.dataset == dataset and r.job.method == "mla"
+            and (r.job.phase == "ablation" or (r.job.phase == "train" and r.job.modality is None))]
+    if not jobs:
+        return None
+    rows, cells = [], {}
+    for r in jobs:
+        hgm_on = all((m.get("options") or {}).get("hgm", True) for m in r.metrics)
+        for when in ("selected", "last"):
+            row = f"{r.job.phase}/{r.job.tag}: {when} epoch"
+            rows.append(row)
+            records = []
+            for m, log in zip(r.metrics, r.logs):
+                epoch = m.get("selected_epoch") if when == "selected" else (log[-1]["epoch"] if log else None)
+                records.append(next((rec for rec in log if rec.get("epoch") == epoch), {}))
+            cells[row] = {}
+            for key, col in HGM_COLS.items():
+                if not hgm_on:
+                    cells[row][col] = HGM_OFF
+                else:
+                    v = stat(rec[key] for rec in records if key in rec)
+                    cells[row][col] = v if v is not None and v.n == len(records) else NOT_LOGGED
+    cols = list(HGM_COLS.values())
+    text = {r: {c: _sig_stat(v)[0] if isinstance(v, Stat) else v for c, v in cells[r].items()} for r in rows}
+    values = {r: {c: _sig_stat(v)[1] if isinstance(v, Stat) else None for c, v in cells[r].items()} for r in rows}
+    frame = pd.DataFrame([[text[r][c] for c in cols] for r in rows], index=rows, columns=cols)
+    frame.index.name = "variant"
+    return Block(f"{dataset}/hgm", f"{dataset}: is HGM acting?", frame, values, group=dataset,
+                 note="Head-gradient retention ||∇W·P||_F / ||∇W||_F (1 = gradient untouched, near 0 = head "
+                      "frozen; mean over the epoch's HGM steps, and the epoch's last step) and the spectrum of P "
+                      "(s x s, P_0 = I, trace s) at the end of the epoch, " + STD_NOTE + ". "
+                      f"'{HGM_OFF}': hgm false, the head gradient is not modified. "
+                      "See docs/methods/mla.md.")
 
 
 def selection_table(cfg: dict, results: dict[str, JobResult]) -> Table:
