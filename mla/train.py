@@ -109,7 +109,7 @@ def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[
             spec.setdefault("vocab_size", ds.vocab_size)
             spec.setdefault("max_len", ds.text_len)
         encoders[m] = create_encoder(m, dim, spec)
-    options = {**cfg["method_options"].get(job.method, {}), **dict(job.options)}
+    options = {**config_mod.method_options_for(cfg, job.method, job.dataset), **dict(job.options)}
     return create_method(job.method, encoders, n_classes=ds.n_classes, feature_dim=dim, **options)
 
 
