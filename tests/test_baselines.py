@@ -443,6 +443,22 @@ def test_per_dataset_method_options_merge_and_errors():
         config.validate(cfg)
 
 
+def test_training_builds_ogm_ge_with_the_dataset_options():
+    """train.build_method applies method_options.ogm_ge.datasets.builtin_it (matrices for the text
+    transformer), so no encoder is left unmodulated."""
+    from pathlib import Path
+
+    from tiny import tiny_config, tiny_dataset, training_jobs
+
+    from mla import train
+
+    cfg = tiny_config(Path(__file__).resolve().parents[1])
+    job = next(j for j in training_jobs(cfg) if j.method == "ogm_ge")
+    method = train.build_method(cfg, job, tiny_dataset(), ("image", "text"))
+    assert method.options["modulated_params"] == "matrices" and method.unmodulated == []
+    assert method.options["alpha"] == cfg["method_options"]["ogm_ge"]["alpha"]
+
+
 # --- QMF ------------------------------------------------------------------------------------
 def test_qmf_energy_confidence():
     logits = torch.tensor([[0.0, 0.0], [LN3, LN3], [1.0, 2.0]])
