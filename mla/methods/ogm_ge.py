@@ -134,7 +134,7 @@ class OGMGE(FusionMethod):
         "modulated_params": "4d",     # OGM-GE: gradients with 4 dimensions (conv kernels)
         "ratio_others": "sum",        # three modalities: [C]'s s_u / sum of the others
     }
-    choices = {"modulated_params": tuple(SELECTORS), "ratio_others": ("sum", "mean")}
+    choices = {"modulated_params": ("4d", "matrices", "all"), "ratio_others": ("sum", "mean")}  # = SELECTORS' keys
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
