@@ -3,7 +3,9 @@
 One JSON schema (``config_schema.yaml``) validates every config; unknown keys and wrong
 types are errors that name the key. ``--set key.sub=value`` overrides are applied before
 validation, so they are checked the same way. :func:`model_for` gives the model section one
-dataset trains with (``model.datasets.<name>`` merged over ``model``).
+dataset trains with (``model.datasets.<name>`` merged over ``model``); :func:`method_options_for`
+gives a method's options on one dataset (``method_options.<method>.datasets.<name>`` merged over
+``method_options.<method>``).
 """
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ def _check_names(cfg: dict) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     _check_model(cfg)
+    _check_method_options(cfg)
     for d in cfg["datasets"]:
         info = catalog.dataset_info(d)
         if info.family == "builtin":
@@ -124,6 +127,25 @@ def model_for(cfg: dict, dataset: str) -> dict:
     init = over.get("init", model.get("init", INIT))
     return {"feature_dim": over.get("feature_dim", model["feature_dim"]), "encoders": encoders, "inputs": inputs,
             "init": init}
+
+
+def method_options_for(cfg: dict, method: str, dataset: str) -> dict:
+    """The options ``method`` trains with on ``dataset``: ``method_options.<method>.datasets.<dataset>``
+    merged key by key over ``method_options.<method>`` (without its ``datasets`` table). Returns a
+    new dict; a method without options gives ``{}``."""
+    opts = copy.deepcopy(cfg["method_options"].get(method) or {})
+    per_dataset = opts.pop("datasets", None) or {}
+    opts.update(copy.deepcopy(per_dataset.get(dataset) or {}))
+    return opts
+
+
+def _check_method_options(cfg: dict) -> None:
+    """Per-dataset method options name catalog datasets."""
+    for m, opts in cfg["method_options"].items():
+        for d in (opts.get("datasets") or {}):
+            if d not in catalog.DATASETS:
+                raise ConfigError(f"config key method_options.{m}.datasets.{d}: unknown dataset; valid names: "
+                                  f"{', '.join(sorted(catalog.DATASETS))}")
 
 
 def weights_path(name: str) -> str:

@@ -112,7 +112,7 @@ def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[
             spec.setdefault("vocab_size", ds.vocab_size)
             spec.setdefault("max_len", ds.text_len)
         encoders[m] = create_encoder(m, dim, spec)
-    options = {**cfg["method_options"].get(job.method, {}), **dict(job.options)}
+    options = {**config_mod.method_options_for(cfg, job.method, job.dataset), **dict(job.options)}
     method = create_method(job.method, encoders, n_classes=ds.n_classes, feature_dim=dim, **options)
     pretrained = [encoders[m] for m in modalities if "weights" in model["encoders"][m]]
     initialise(method, model["init"], seed, keep=pretrained)  # pre-trained encoders keep their weights

@@ -1,4 +1,7 @@
-"""The Table 1 baselines (sum, film, bigated, ogm_ge, qmf) against hand-computed values."""
+"""The Table 1 baselines (sum, film, bigated, ogm_ge, qmf) against hand-computed values.
+
+OGM-GE is checked against plain concat's gradients on the same batch and against an independent
+noise draw; the sources and line numbers are in docs/methods/baselines.md."""
 from __future__ import annotations
 
 import copy
@@ -115,36 +118,44 @@ def test_film_rejects_unknown_option():
         identity_method("film", ("audio", "video"), x_film=True)
 
 
-# --- bigated --------------------------------------------------------------------------------
+# --- bigated (OGM-GE's GatedFusion) -------------------------------------------------------
+def _bigated(mods=("audio", "video"), **options):
+    m = identity_method("bigated", mods, **options)
+    set_linear(m.proj["audio"], [[1, 0], [0, 1]], [0, 0])
+    set_linear(m.proj["video"], [[1, 0], [0, 1]], [0, 1])  # o_v = v + [0, 1]
+    set_linear(m.head, [[1, 1], [1, 0]], [0, 0])
+    return m
+
+
 def test_bigated_two_modalities_hand_values():
-    m = identity_method("bigated", ("audio", "video"))
-    for name in ("audio", "video"):
-        set_linear(m.proj[name], [[1, 0], [0, 1]], [0, 0])
-    # blocks: [sig(o_a) * o_v (2) ; sig(o_v) * o_a (2)]; class 0 sums all, class 1 takes block 1.
-    set_linear(m.head, [[1, 1, 1, 1], [1, 1, 0, 0]], [0, 0])
+    """logits = fc_out(sigmoid(o_a) * o_v) (OGM-GE GatedFusion, x_gate=True)."""
     a, v = torch.tensor([[0.0, LN3]]), torch.tensor([[LN3, 0.0]])
-    blocks = m.gated_blocks({"audio": a, "video": v})
-    # sig(0) = 1/2, sig(ln 3) = 3/4
-    torch.testing.assert_close(blocks, torch.tensor([[0.5 * LN3, 0.0, 0.0, 0.5 * LN3]]))
-    out = m.predict({"audio": a, "video": v})
-    torch.testing.assert_close(out["multi"], torch.tensor([[LN3, 0.5 * LN3]]))
-    # audio alone: o_v = 0 -> a-gates-v block 0, v-gates-a block = sig(0) * a = [0, ln3 / 2]
-    torch.testing.assert_close(out["audio"], torch.tensor([[0.5 * LN3, 0.0]]))
-    torch.testing.assert_close(out["video"], torch.tensor([[0.5 * LN3, 0.5 * LN3]]))
+    out = _bigated().predict({"audio": a, "video": v})
+    # o_a = [0, ln3] -> gate [1/2, 3/4]; o_v = [ln3, 1]; z = [ln3 / 2, 3/4]
+    torch.testing.assert_close(out["multi"], torch.tensor([[0.5 * LN3 + 0.75, 0.5 * LN3]]))
+    # audio alone: o_v = its bias [0, 1] -> z = [0, 3/4]
+    torch.testing.assert_close(out["audio"], torch.tensor([[0.75, 0.0]]))
+    # video alone: o_a = 0 -> gate 1/2 -> z = [ln3 / 2, 1/2]
+    torch.testing.assert_close(out["video"], torch.tensor([[0.5 * LN3 + 0.5, 0.5 * LN3]]))
+    # reverse (x_gate=False): sigmoid(o_v) * o_a = [sig(ln3) * 0, sig(1) * ln3]
+    r = _bigated(reverse=True).predict({"audio": a, "video": v})
+    sig1 = math.e / (1 + math.e)
+    torch.testing.assert_close(r["multi"], torch.tensor([[sig1 * LN3, 0.0]]))
 
 
-def test_bigated_three_modalities_all_ordered_pairs():
+def test_bigated_three_modalities_chain():
     m = identity_method("bigated", ("audio", "image", "text"), s=1)
-    assert m.pairs == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
-    assert m.head.in_features == 6
     for name in m.modalities:
         set_linear(m.proj[name], [[1.0]], [0.0])
-    feats = {"audio": torch.tensor([[0.0]]), "image": torch.tensor([[LN3]]), "text": torch.tensor([[2.0]])}
-    s = torch.sigmoid
-    o = [torch.tensor(0.0), torch.tensor(LN3), torch.tensor(2.0)]
-    expected = torch.stack([s(o[i]) * o[j] for i, j in m.pairs]).view(1, 6)
-    torch.testing.assert_close(m.gated_blocks(feats), expected)
-    torch.testing.assert_close(m.gated_blocks(feats)[0, 0], torch.tensor(0.5 * LN3))  # audio gates image
+    set_linear(m.head, [[1.0], [-1.0]], [0.0, 0.0])
+    out = m.predict({"audio": torch.tensor([[0.0]]), "image": torch.tensor([[LN3]]), "text": torch.tensor([[2.0]])})
+    # z1 = sig(0) * ln3 = ln3 / 2; z2 = sig(ln3 / 2) * 2 = 2 sqrt3 / (sqrt3 + 1)
+    z2 = 2 * math.sqrt(3) / (math.sqrt(3) + 1)
+    torch.testing.assert_close(out["multi"], torch.tensor([[z2, -z2]]))
+    # text alone: z1 = sig(0) * 0 = 0, z2 = sig(0) * 2 = 1
+    torch.testing.assert_close(out["text"], torch.tensor([[1.0, -1.0]]))
+    with pytest.raises(ValueError, match="reverse"):
+        identity_method("bigated", ("audio", "video"), reverse="yes")
 
 
 # --- per-modality predictors deactivate the other modalities --------------------------------
@@ -174,7 +185,7 @@ def test_per_modality_predictors_zero_other_features(name, mods):
 
 
 def test_ogm_ge_per_modality_is_full_bias_not_subhead():
-    m = linear_method("ogm_ge")
+    m = linear_method("ogm_ge", modulated_params="matrices")
     batch = batch_of(("audio", "video"))
     feats = m.embed(batch)
     out = m.predict(batch)
@@ -183,18 +194,90 @@ def test_ogm_ge_per_modality_is_full_bias_not_subhead():
 
 
 # --- OGM-GE ---------------------------------------------------------------------------------
-def test_ogm_scores_and_coefficients_two_modalities():
+class TinyConv(nn.Module):
+    """conv (4-D weight + bias) -> BatchNorm -> spatial mean -> Linear: one parameter of each kind."""
+
+    def __init__(self, s: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 2)
+        self.bn = nn.BatchNorm2d(2)
+        self.proj = nn.Linear(2, s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.bn(self.conv(x)).mean((2, 3)))
+
+
+class Capture(torch.optim.Optimizer):
+    """An optimizer whose step records the gradients it is given (and changes nothing)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names = [n for n, _ in model.named_parameters()]
+        super().__init__(model.parameters(), {})
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def step(self, closure=None):
+        params = [p for group in self.param_groups for p in group["params"]]
+        self.grads = {n: p.grad.clone() for n, p in zip(self.names, params)}
+
+
+def ogm_and_concat(mods, seed=0, n_classes=3, **options):
+    """An ogm_ge model and a plain concat model with identical encoders and head."""
+    torch.manual_seed(seed)
+    enc = nn.ModuleDict({m: TinyConv() for m in mods})
+    ogm = create_method("ogm_ge", copy.deepcopy(enc), n_classes=n_classes, feature_dim=3, **options)
+    cat = create_method("concat", copy.deepcopy(enc), n_classes=n_classes, feature_dim=3)
+    cat.head.load_state_dict(ogm.head.state_dict())
+    return ogm, cat
+
+
+def conv_batch(mods, n=6, n_classes=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    out = {m: torch.randn(n, 1, 3, 3, generator=g) for m in mods}
+    out["label"] = torch.randint(0, n_classes, (n,), generator=g)
+    return out
+
+
+def concat_grads_and_scores(cat, batch):
+    """Plain concat's gradients, and OGM-GE's scores computed as its main.py L88-106 does:
+    per-modality logits from the head's slice plus bias / M, then a per-sample loop."""
+    opt = Capture(cat)
+    cat.train_step(batch, opt)
+    feats = [cat.encoders[m](batch[m]).detach() for m in cat.modalities]
+    s, n = feats[0].shape[1], len(feats)
+    scores = []
+    for i, f in enumerate(feats):
+        out = f @ cat.head.weight[:, i * s:(i + 1) * s].detach().T + cat.head.bias.detach() / n
+        p = torch.softmax(out, 1)
+        scores.append(sum(float(p[j][batch["label"][j]]) for j in range(len(f))))
+    return opt.grads, scores
+
+
+def test_ogm_rho_and_coefficient_hand_computed_tiny_batch():
+    """s_m from the sub-head with bias / 2 (OGM-GE main.py L88-106), k = 1 - tanh(alpha * rho)."""
+    with pytest.warns(UserWarning, match="selects no parameter"):
+        m = identity_method("ogm_ge", ("audio", "video"), s=1, alpha=0.8)
+    set_linear(m.head, [[LN3, 0.0], [0.0, 0.0]], [0.0, 2 * LN3])  # bias / 2 = [0, ln3]
+    feats = {"audio": torch.tensor([[2.0], [0.0]]), "video": torch.tensor([[5.0], [-1.0]])}
+    labels = torch.tensor([0, 1])
+    # audio logits [2 ln3, ln3] -> p(0) = 3/4; [0, ln3] -> p(1) = 3/4: s_a = 1.5
+    # video logits = bias / 2 = [0, ln3]: p(0) = 1/4, p(1) = 3/4: s_v = 1.0
+    k = m.coefficients(feats, labels)
+    torch.testing.assert_close(k, torch.tensor([1 - math.tanh(0.8 * 1.5), 1.0], dtype=torch.float64))
+
+
+def test_ogm_coefficients_two_modalities():
     labels = torch.tensor([0, 1])
     audio = torch.tensor([[LN3, 0.0], [0.0, 0.0]])  # p(y) = 3/4, 1/2
     video = torch.zeros(2, 2)  # p(y) = 1/2, 1/2
     s = true_class_scores([audio, video], labels)
     torch.testing.assert_close(s, torch.tensor([1.25, 1.0]))
-    k = ogm_coefficients(s, alpha=0.3)  # rho_a = 1.25 > 1: audio modulated, 1 - tanh(0.3 * 1.25)
+    k = ogm_coefficients(s, alpha=0.3)  # rho_a = 1.25: audio modulated, 1 - tanh(0.3 * 1.25)
     torch.testing.assert_close(k, torch.tensor([1 - math.tanh(0.375), 1.0], dtype=torch.float64))
     k = ogm_coefficients(torch.tensor([1.0, 1.25]), alpha=0.8)  # video dominant
     torch.testing.assert_close(k, torch.tensor([1.0, 1 - math.tanh(1.0)], dtype=torch.float64))
-    k = ogm_coefficients(torch.tensor([1.0, 1.0]), alpha=0.3)  # tie: Eq. 10 needs rho > 1
-    torch.testing.assert_close(k, torch.ones(2, dtype=torch.float64))
+    # tie: OGM-GE's else branch (ratio_v = 1 is not > 1) modulates audio with 1 - tanh(alpha)
+    k = ogm_coefficients(torch.tensor([1.0, 1.0]), alpha=0.3)
+    torch.testing.assert_close(k, torch.tensor([1 - math.tanh(0.3), 1.0], dtype=torch.float64))
 
 
 def test_ogm_coefficients_three_modalities():
@@ -204,9 +287,9 @@ def test_ogm_coefficients_three_modalities():
     t = torch.tensor([[0.0, math.log(4.0)]] * 2)  # 0.2 -> 0.4
     s = true_class_scores([a, v, t], labels)
     torch.testing.assert_close(s, torch.tensor([1.8, 0.5, 0.4]))
-    # rho = 1.8 / (0.5 + 0.4) = 2 ([C]'s ratio over the sum of the others)
+    # rho = 1.8 / (0.5 + 0.4) = 2 (the MLA code's ratio over the sum of the others)
     torch.testing.assert_close(ogm_coefficients(s, 0.3), torch.tensor([1 - math.tanh(0.6), 1, 1], dtype=torch.float64))
-    # image dominant but below half of the total: 1.0 / (0.5 + 0.9) < 1 -> nothing modulated
+    # image dominant but below the sum of the others: 1.0 / (0.5 + 0.9) < 1 -> nothing modulated
     s2 = torch.tensor([0.5, 1.0, 0.9])
     torch.testing.assert_close(ogm_coefficients(s2, 0.3), torch.ones(3, dtype=torch.float64))
     # with the mean of the others: rho = 1.0 / 0.7
@@ -214,69 +297,67 @@ def test_ogm_coefficients_three_modalities():
                                torch.tensor([1, 1 - math.tanh(0.3 / 0.7), 1], dtype=torch.float64))
 
 
-def _reference_grads(m, batch):
-    ref = copy.deepcopy(m)
-    feats = ref.embed(batch)
-    nn.functional.cross_entropy(ref.fuse(feats), batch["label"]).backward()
-    n = len(ref.modalities)
-    logits = [subhead_logits(ref.head, feats[k], i, n) for i, k in enumerate(ref.modalities)]
-    probs = [torch.softmax(lg.detach(), 1)[torch.arange(len(batch["label"])), batch["label"]].sum() for lg in logits]
-    return {k: [p.grad.clone() for p in ref.encoders[k].parameters()] for k in ref.modalities}, probs
-
-
 @pytest.mark.parametrize("mods", [("audio", "video"), ("audio", "image", "text")])
-def test_ogm_scales_only_the_dominant_encoder_inside_the_window(mods):
-    m = linear_method("ogm_ge", mods, gaussian_enhancement=False, alpha=0.5, ratio_others="mean")
-    batch = batch_of(mods)
-    grads, scores = _reference_grads(m, batch)
-    u = max(range(len(mods)), key=lambda i: float(scores[i]))
-    others = [float(scores[i]) for i in range(len(mods)) if i != u]
-    rho = float(scores[u]) / (sum(others) / len(others))
-    assert rho > 1
+def test_ogm_scales_only_dominant_conv_weights_rest_bit_identical_to_concat(mods):
+    ogm, cat = ogm_and_concat(mods, gaussian_enhancement=False, alpha=0.5)
+    with torch.no_grad():  # make audio dominant: a large head slice, labels = its predictions
+        ogm.head.weight[:, :3] *= 20
+    cat.head.load_state_dict(ogm.head.state_dict())
+    batch = conv_batch(mods)
+    probe = copy.deepcopy(cat)
+    batch["label"] = subhead_logits(probe.head, probe.encoders["audio"](batch["audio"]), 0, len(mods)).argmax(1)
+    ref, scores = concat_grads_and_scores(cat, batch)
+    u = max(range(len(mods)), key=lambda i: scores[i])
+    rho = scores[u] / (sum(scores) - scores[u])
+    assert rho > 1, "the fixture must have a dominant modality"
     coeff = 1 - math.tanh(0.5 * rho)
-    head0 = m.head.weight.detach().clone()
-    before = {k: [p.detach().clone() for p in m.encoders[k].parameters()] for k in mods}
-    m.train_step(batch, torch.optim.SGD(m.parameters(), lr=1.0))
-    assert m.in_window() and int(m.epoch) == -1  # no epoch_batches call yet: epoch 0
-    for i, k in enumerate(mods):
-        scale = coeff if i == u else 1.0
-        for p, p0, g in zip(m.encoders[k].parameters(), before[k], grads[k]):
-            torch.testing.assert_close(p.detach() - p0, -scale * g, rtol=1e-5, atol=1e-6)
-    assert m.last_coefficients[mods[u]] == pytest.approx(coeff)
-    assert not torch.equal(m.head.weight, head0)
+    opt = Capture(ogm)
+    ogm.train_step(batch, opt)
+    assert ogm.in_window() and int(ogm.epoch) == -1  # no epoch_batches call yet: epoch 0
+    assert set(opt.grads) == set(ref)
+    for name, g in opt.grads.items():
+        if name == f"encoders.{mods[u]}.conv.weight":  # the only 4-D gradient of the dominant encoder
+            torch.testing.assert_close(g, coeff * ref[name], rtol=1e-6, atol=0)
+            assert not torch.equal(g, ref[name])
+        else:  # conv bias, BatchNorm, the encoders' Linear, the head, the other encoders
+            assert torch.equal(g, ref[name]), name
+    assert ogm.last_coefficients[mods[u]] == pytest.approx(coeff, rel=1e-6)
 
 
-def test_ogm_nothing_scaled_outside_window_and_epoch_counting():
+def test_ge_noise_std_of_unscaled_gradient_on_every_encoder():
+    """g * k + N(0, std(g) + 1e-8) on each selected parameter, drawn from torch's generator in
+    parameter order (OGM-GE main.py L136-146), compared with an independent draw."""
     mods = ("audio", "video")
-    m = linear_method("ogm_ge", mods, modulation_starts=1, modulation_ends=2)  # GE on
-    data = to_tensors({k: torch.randn(4, 5).numpy() for k in mods}, torch.tensor([0, 1, 2, 0]).numpy(), mods)
-    gen = torch.Generator().manual_seed(0)
-    assert int(m.epoch) == -1
-    windows = []
-    for _ in range(4):
-        m.epoch_batches(data, 2, gen)
-        windows.append(m.in_window())
-    assert windows == [False, True, True, False]  # epochs 0..3, window [1, 2] inclusive
-    m.epoch.fill_(0)
-    batch = batch_of(mods)
-    grads, _ = _reference_grads(m, batch)
-    before = {k: [p.detach().clone() for p in m.encoders[k].parameters()] for k in mods}
-    m.train_step(batch, torch.optim.SGD(m.parameters(), lr=1.0))
-    assert min(m.last_coefficients.values()) < 1  # a coefficient was computed but not applied
-    for k in mods:
-        for p, p0, g in zip(m.encoders[k].parameters(), before[k], grads[k]):
-            torch.testing.assert_close(p.detach() - p0, -g, rtol=1e-5, atol=1e-6)
+    ogm, cat = ogm_and_concat(mods, alpha=0.5)
+    batch = conv_batch(mods)
+    ref, scores = concat_grads_and_scores(cat, batch)
+    k = [1.0, 1.0]
+    u = 0 if scores[0] >= scores[1] else 1
+    k[u] = 1 - math.tanh(0.5 * scores[u] / scores[1 - u])
+    torch.manual_seed(123)
+    opt = Capture(ogm)
+    ogm.train_step(batch, opt)
+    torch.manual_seed(123)
+    for i, m in enumerate(mods):
+        name = f"encoders.{m}.conv.weight"
+        g = ref[name]
+        noise = torch.empty_like(g).normal_(0.0, float(g.std()) + 1e-8)
+        torch.testing.assert_close(opt.grads[name], g * k[i] + noise, rtol=1e-5, atol=1e-7)
+    for name, g in opt.grads.items():
+        if not name.endswith("conv.weight"):
+            assert torch.equal(g, ref[name]), name
 
 
-def test_ge_noise_has_the_gradient_std():
-    torch.manual_seed(0)
-    p = nn.Parameter(torch.zeros(200, 200))
-    g = torch.randn(200, 200) * 3.0
+def test_modulate_gradients_with_a_generator_and_one_element():
+    g = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]])
+    p = nn.Parameter(torch.zeros(2, 3))
     p.grad = g.clone()
-    modulate_gradients([p], 0.25, noise=True)
-    noise = p.grad - 0.25 * g
-    assert float(noise.std()) == pytest.approx(float(g.std()), rel=0.02)
-    assert abs(float(noise.mean())) < 0.05
+    modulate_gradients([p], 0.25, noise=True, generator=torch.Generator().manual_seed(7))
+    expected = 0.25 * g + torch.empty(2, 3).normal_(0.0, float(g.std()) + 1e-8,
+                                                    generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(p.grad, expected)
+    # std is torch's unbiased std of the unscaled gradient: 6 values, not 5 / 6 of it
+    assert float(g.std()) == pytest.approx(math.sqrt(sum((x - 1.5 / 6) ** 2 for x in g.flatten().tolist()) / 5))
     p.grad = g.clone()
     modulate_gradients([p], 0.25, noise=False)
     torch.testing.assert_close(p.grad, 0.25 * g)
@@ -284,17 +365,98 @@ def test_ge_noise_has_the_gradient_std():
     q.grad = torch.ones(1)
     modulate_gradients([q], 0.5, noise=True)
     assert torch.isfinite(q.grad).all() and float(q.grad) == pytest.approx(0.5, abs=1e-6)
+    # a zero gradient still gets N(0, 1e-8): the "+ 1e-8" of OGM-GE's std
+    z = nn.Parameter(torch.zeros(4, 4))
+    z.grad = torch.zeros(4, 4)
+    modulate_gradients([z], 0.5, noise=True, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(z.grad, torch.empty(4, 4).normal_(0.0, 1e-8, generator=torch.Generator().manual_seed(3)),
+                               rtol=1e-6, atol=0)
+    assert float(z.grad.abs().max()) > 0
 
 
-def test_ogm_4d_selection_and_option_errors():
-    enc = nn.ModuleDict({"audio": nn.Conv2d(1, 2, 3), "video": nn.Linear(5, 2)})
-    m = create_method("ogm_ge", enc, n_classes=3, feature_dim=2, modulated_params="4d")
-    assert [p.dim() for p in m.modulated_parameters("audio")] == [4]
-    assert m.modulated_parameters("video") == []  # no 4-D weights: a no-op (D18)
+def test_ogm_window_inclusive_and_plain_concat_outside():
+    mods = ("audio", "video")
+    ogm, cat = ogm_and_concat(mods, modulation_starts=1, modulation_ends=2)  # GE on
+    data = to_tensors({k: torch.randn(4, 1, 3, 3).numpy() for k in mods}, torch.tensor([0, 1, 2, 0]).numpy(), mods)
+    gen = torch.Generator().manual_seed(0)
+    assert int(ogm.epoch) == -1
+    windows = []
+    for _ in range(4):
+        ogm.epoch_batches(data, 2, gen)
+        windows.append(ogm.in_window())
+    assert windows == [False, True, True, False]  # epochs 0..3, window [1, 2] inclusive
+    batch = conv_batch(mods)
+    ref, _ = concat_grads_and_scores(cat, batch)
+    opt = Capture(ogm)
+    ogm.train_step(batch, opt)  # epoch 3: outside
+    assert min(ogm.last_coefficients.values()) < 1  # a coefficient was computed but not applied
+    for name, g in opt.grads.items():
+        assert torch.equal(g, ref[name]), name  # no scaling, no noise
+    ogm.epoch.fill_(2)  # the last epoch of the window
+    ogm.train_step(batch, opt)
+    assert not torch.equal(opt.grads["encoders.video.conv.weight"], ref["encoders.video.conv.weight"])
+
+
+def test_ogm_parameter_selection_rules_and_option_errors():
+    ogm, _ = ogm_and_concat(("audio", "video"))
+    shapes = lambda rule: [tuple(p.shape) for p in ogm_and_concat(("audio", "video"), modulated_params=rule)[0]
+                           .modulated_parameters("audio")]
+    assert [tuple(p.shape) for p in ogm.modulated_parameters("audio")] == [(2, 1, 2, 2)]  # default 4d
+    assert shapes("matrices") == [(2, 1, 2, 2), (3, 2)]  # conv kernel and Linear weight, no biases or BN
+    assert len(shapes("all")) == 6  # conv w/b, BN w/b, Linear w/b
+    with pytest.warns(UserWarning, match="selects no parameter of the video encoder.*matrices"):
+        m = create_method("ogm_ge", nn.ModuleDict({"audio": nn.Conv2d(1, 2, 3), "video": nn.Linear(5, 2)}),
+                          n_classes=3, feature_dim=2)
+    assert m.unmodulated == ["video"]
     with pytest.raises(ValueError, match="modulated_params"):
         linear_method("ogm_ge", modulated_params="conv")
     with pytest.raises(ValueError, match="unknown option.*beta"):
         linear_method("ogm_ge", beta=1.0)
+
+
+# --- per-dataset method options (method_options.<m>.datasets.<d>) ------------------------------
+def test_per_dataset_method_options_merge_and_errors():
+    from pathlib import Path
+
+    from mla import config
+
+    root = Path(__file__).resolve().parents[1]
+    paper = config.load(root / "config" / "paper.yaml")
+    assert config.method_options_for(paper, "ogm_ge", "cremad")["alpha"] == 0.8  # OGM-GE README, CREMA-D
+    assert config.method_options_for(paper, "ogm_ge", "ks")["alpha"] == 0.1  # the README's default setting
+    for d in ("cremad", "ks"):
+        assert config.method_options_for(paper, "ogm_ge", d)["modulated_params"] == "4d"
+    for d in ("food101", "mvsa", "iemocap"):
+        assert config.method_options_for(paper, "ogm_ge", d)["modulated_params"] == "matrices"
+    assert "datasets" not in config.method_options_for(paper, "ogm_ge", "cremad")
+    assert config.method_options_for(paper, "sum", "cremad") == {}
+    cfg = copy.deepcopy(paper)
+    cfg["method_options"]["ogm_ge"]["datasets"]["cremad"]["alpha"] = 0.5
+    assert config.method_options_for(cfg, "ogm_ge", "cremad")["alpha"] == 0.5
+    assert paper["method_options"]["ogm_ge"]["datasets"]["cremad"]["alpha"] == 0.8  # a copy, not a view
+    cfg["method_options"]["ogm_ge"]["datasets"]["cremd"] = {"alpha": 0.5}
+    with pytest.raises(config.ConfigError, match=r"method_options\.ogm_ge\.datasets\.cremd: unknown dataset"):
+        config.validate(cfg)
+    cfg = copy.deepcopy(paper)
+    cfg["method_options"]["ogm_ge"]["datasets"]["cremad"] = 0.8
+    with pytest.raises(config.ConfigError, match=r"method_options\.ogm_ge\.datasets\.cremad"):
+        config.validate(cfg)
+
+
+def test_training_builds_ogm_ge_with_the_dataset_options():
+    """train.build_method applies method_options.ogm_ge.datasets.builtin_it (matrices for the text
+    transformer), so no encoder is left unmodulated."""
+    from pathlib import Path
+
+    from tiny import tiny_config, tiny_dataset, training_jobs
+
+    from mla import train
+
+    cfg = tiny_config(Path(__file__).resolve().parents[1])
+    job = next(j for j in training_jobs(cfg) if j.method == "ogm_ge")
+    method = train.build_method(cfg, job, tiny_dataset(), ("image", "text"))
+    assert method.options["modulated_params"] == "matrices" and method.unmodulated == []
+    assert method.options["alpha"] == cfg["method_options"]["ogm_ge"]["alpha"]
 
 
 # --- QMF ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config" / "paper.yaml"
 BUILTIN = ROOT / "config" / "config.yaml"
 REAL = ["cremad", "ks", "food101", "mvsa", "iemocap"]
-TAGS = ("[P]", "[C]", "[DGL]", "[ours]", "EDIT")
+TAGS = ("[P]", "[C]", "[DGL]", "[OGM]", "[ours]", "EDIT")
 
 
 def load(*overrides: str) -> dict:

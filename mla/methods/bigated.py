@@ -1,28 +1,41 @@
-"""``bigated``: bidirectional gated fusion (Kiela et al., AAAI 2018), the paper's "BiGated".
+"""``bigated``: the MLA paper's "BiLinear Gated (BiGated)" baseline, as OGM-GE's ``GatedFusion``.
 
-Source: OGM-GE's ``GatedFusion`` (github.com/GeWu-Lab/OGM-GE_CVPR2022,
-``models/fusion_modules.py`` L59-87, citing Kiela et al., arXiv 1802.02892; the same class is
-in [C] but not wired in, reference MLA.md §3.9). It projects each modality,
-``o_x = Linear(s, d)(x)``, ``o_y = Linear(s, d)(y)`` with d = s (OGM-GE: ``dim = 512``), and
-with ``x_gate=True`` classifies ``fc_out(sigmoid(o_x) * o_y)``: x gates y, one direction.
+Sources. The MLA paper (Zhang et al., CVPR 2024, §4.1.1) lists "BiLinear Gated (BiGated)" among
+the modulation-based fusion baselines and cites Kiela, Grave, Joulin, Mikolov, "Efficient
+Large-Scale Multi-Modal Classification", AAAI 2018 (arXiv 1802.02892). We could not read that
+paper's fusion section (see docs/methods/baselines.md for what was searched), so we take the
+definition from code: OGM-GE's ``GatedFusion`` (github.com/GeWu-Lab/OGM-GE_CVPR2022, commit
+343dc1d, ``models/fusion_modules.py`` L59-87), whose docstring cites that same paper; the MLA
+code (github.com/Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation, commit
+ab6c184) ships the identical class (``models/fusion_modules.py`` L70-98) but never builds it
+(``models/basic_model.py`` L37-38: ``elif fusion == 'gated': pass``).
 
-Both directions, M modalities (our choice): every ordered pair (i, j), i != j, contributes
-the block ``sigmoid(o_i) * o_j`` ("i gates j"); the M(M-1) blocks are concatenated in
-lexicographic pair order and classified by one ``Linear(M(M-1) d, C)``::
+Definition (OGM-GE L65-87, ``x_gate=True`` as OGM-GE's ``AVClassifier`` builds it,
+``models/basic_model.py`` L31)::
 
-    logits = fc_out([sigmoid(o_i) * o_j for i in 0..M-1 for j in 0..M-1 if i != j])
+    o_x = W_x h_x + b_x,   o_y = W_y h_y + b_y          (Linear(s, d), d = s)
+    logits = W_out (sigmoid(o_x) * o_y) + b_out          (Linear(d, C))
 
-For M = 2: ``fc_out([sigmoid(o_x) * o_y ; sigmoid(o_y) * o_x])`` -- OGM-GE's x-gates-y block
-and its mirror, combined by concatenation (a sum of the two blocks is the special case of
-tied classifier weights). For three modalities all six pairwise gates are used, so each
-modality gates and is gated by each other one; the projection o_m is shared between its
-gating and gated roles, as in OGM-GE where ``out_x`` serves both.
-Hyper-parameters: d = feature size s (OGM-GE's default, both 512); none else.
+The gate is a product of two linear maps of the two modalities, one through a sigmoid: we read
+"BiLinear" as this two-linear-map gate (not as "bidirectional"; an earlier version of this
+file concatenated both gating directions, which no source defines). Option ``reverse``
+(default False = ``x_gate=True``: the first modality gates the second) swaps the roles
+(``x_gate=False``: ``sigmoid(o_y) * o_x``).
 
-Training: joint, cross-entropy on the fused logits only ([C]'s "Normal" training).
-Per-modality predictor ([P] §4.1.1): the other modalities are deactivated (encoder outputs
-zeroed, so their projections reduce to the biases) and the fused network is evaluated.
-Missing modalities: inputs zeroed by the batch, as in [C].
+Three modalities (our generalisation, the same chain as the ``film`` method): in modality
+order ``m_0 .. m_{M-1}`` (reversed with ``reverse``)::
+
+    z_0 = o_{m_0}
+    z_k = sigmoid(z_{k-1}) * o_{m_k}                     k = 1 .. M-1
+    logits = W_out z_{M-1} + b_out
+
+For M = 2 this is exactly OGM-GE's module; for M = 3 the first modality gates the second and
+the gated result gates the third. Hyper-parameters: d = s (OGM-GE: ``dim = input_dim = 512``).
+
+Training: joint, cross-entropy on the fused logits only. Per-modality predictor (the MLA paper,
+§4.1.1): the other modalities are deactivated (encoder outputs zeroed, so their projections
+reduce to their biases) and the fused network is evaluated. Missing modalities: inputs zeroed
+by the batch.
 """
 from __future__ import annotations
 
@@ -35,19 +48,24 @@ from mla.methods.common import FusionMethod
 
 @METHODS.register("bigated")
 class BiGated(FusionMethod):
-    """Concatenation of all pairwise gated projections, then one linear classifier."""
+    """OGM-GE's GatedFusion: ``fc_out(sigmoid(o_x) * o_y)``, chained over three modalities."""
+
+    defaults = {"reverse": False}
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
+        if not isinstance(self.options["reverse"], bool):
+            raise ValueError(f"method bigated: option reverse must be true or false, got {self.options['reverse']!r}")
+        self.order = self.modalities[::-1] if self.options["reverse"] else self.modalities
         self.proj = nn.ModuleDict({m: nn.Linear(feature_dim, feature_dim) for m in self.modalities})
-        n = len(self.modalities)
-        self.pairs = [(i, j) for i in range(n) for j in range(n) if i != j]  # (gate, gated)
-        self.head = nn.Linear(len(self.pairs) * feature_dim, n_classes)
+        self.head = nn.Linear(feature_dim, n_classes)
 
-    def gated_blocks(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The concatenated blocks ``sigmoid(o_i) * o_j`` in ``self.pairs`` order, (B, M(M-1) d)."""
-        o = [self.proj[m](feats[m]) for m in self.modalities]
-        return torch.cat([torch.sigmoid(o[i]) * o[j] for i, j in self.pairs], dim=1)
+    def gated(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The gated representation ``z_{M-1}`` fed to the classifier, (B, s)."""
+        z = self.proj[self.order[0]](feats[self.order[0]])
+        for m in self.order[1:]:
+            z = torch.sigmoid(z) * self.proj[m](feats[m])
+        return z
 
     def fuse(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.gated_blocks(feats))
+        return self.head(self.gated(feats))

@@ -1,67 +1,65 @@
 """``ogm_ge``: On-the-fly Gradient Modulation with Generalization Enhancement (Peng et al., CVPR 2022).
 
-Sources: OGM-GE's ``main.py`` (github.com/GeWu-Lab/OGM-GE_CVPR2022, commit 343dc1d) L57-153
-and its README; the MLA authors' copy in [C] ``main.py`` L312-410 (reference MLA.md §3.9).
+Source: OGM-GE's official code, github.com/GeWu-Lab/OGM-GE_CVPR2022 at commit 343dc1d
+(``main.py`` ``train_epoch``, L57-161; README L128-151). The MLA code
+(github.com/Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation, commit ab6c184,
+called [C] below) carries a copy in ``main.py`` L312-410. docs/methods/baselines.md has the
+equations and the provenance of every option.
 
 Model and loss: concatenation fusion, ``Linear(M s, C)`` on ``[h_1; ...; h_M]``, trained with
-cross-entropy on the fused logits only (OGM-GE ``main.py`` L95-98).
+cross-entropy on the fused logits only (OGM-GE ``main.py`` L80, L95, L98).
 
-Modulation, once per batch after ``backward`` (OGM-GE ``main.py`` L105-148):
+Once per batch, after ``backward`` and before ``optimizer.step()`` (OGM-GE L98-153):
 
-1. Each modality's logits come from its slice of the concat head, ``W[:, m] h_m + b / M``
-   (OGM-GE L88-93, bias / 2 for two modalities; [C] bias / 3 for three), i.e.
-   :func:`mla.methods.concat.subhead_logits`.
-2. Scores ``s_m = sum_i softmax(logits_m)_i[y_i]`` over the batch (OGM-GE L105-106), detached.
-3. Discrepancy ratio and coefficient (OGM-GE L108-124, the paper's Eq. 10): the dominant
-   modality u = argmax_m s_m has ``rho = s_u / s_other`` and, **if rho > 1**,
-   ``k_u = 1 - tanh(alpha * relu(rho))`` (relu is the identity for rho > 0; note it is
-   ``alpha * rho``, not ``alpha * (rho - 1)``); every other modality has k = 1.
-4. Inside the modulation window, every selected encoder parameter's gradient becomes
-   ``g * k_m + N(0, (std(g) + 1e-8)^2)`` (OGM-GE, "GE", L136-148; the std is that of the
-   unscaled gradient). GE noise is added to the selected parameters of **every** encoder,
-   the non-dominant ones (k = 1) included, as OGM-GE does. With
-   ``gaussian_enhancement=False`` this is plain OGM (``g * k_m``). The fusion head is never
-   modulated. Parameters with a single element have std 0 (torch's std would be NaN).
+1. Each modality's logits are its slice of the concat head plus ``b / M`` (OGM-GE L88-93:
+   ``bias / 2``), :func:`mla.methods.concat.subhead_logits`.
+2. Scores ``s_m = sum_i softmax(logits_m)_i[y_i]`` over the batch (OGM-GE L105-106).
+3. Two modalities (OGM-GE L108-124, the paper's Eq. 10): ``rho_v = s_v / s_a``; if
+   ``rho_v > 1`` video gets ``k_v = 1 - tanh(alpha * relu(rho_v))``, **otherwise** audio gets
+   ``k_a = 1 - tanh(alpha * relu(1 / rho_v))``; the other coefficient is 1. So exactly one
+   modality is modulated on every batch, the argmax of s (audio, the first, on a tie), with
+   ``alpha * rho`` (not ``alpha * (rho - 1)``; relu is the identity since rho > 0).
+   We state this as: u = argmax_m s_m (first on ties), ``rho = s_u / s_other``, and u is
+   modulated when ``rho >= 1``, which for M = 2 always holds.
+4. Inside the window ``modulation_starts <= epoch <= modulation_ends`` (inclusive at both
+   ends, epochs counted from 0; OGM-GE L132 and L275), every **selected** parameter of
+   modality m's encoder gets ``g <- g * k_m + N(0, (std(g) + 1e-8)^2)`` (OGM-GE L136-148:
+   ``torch.zeros_like(g).normal_(0, g.std().item() + 1e-8)``; std is torch's unbiased std of
+   the *unscaled* gradient, the noise is drawn from torch's default generator, one draw per
+   parameter in parameter order). The noise goes to the selected parameters of **every**
+   encoder, the non-modulated one (k = 1) included. ``gaussian_enhancement=False`` is OGM
+   (``g * k_m`` only, OGM-GE L140-141). The fusion head is never touched.
 
-Window: epochs e with ``modulation_starts <= e <= modulation_ends``, **inclusive at both
-ends** as in both codes (OGM-GE L132 and [C] L346/L392, ``# bug fixed``), epochs counted
-from 0 as in OGM-GE's loop. The method knows the epoch by counting its ``epoch_batches``
-calls (buffer ``epoch``: -1 before the first epoch; a ``train_step`` before any
-``epoch_batches`` counts as epoch 0).
+Which parameters (option ``modulated_params``):
+- ``"4d"`` (default, OGM-GE's rule): the encoder parameters whose gradient is 4-D
+  (``len(parms.grad.size()) == 4`` with ``'audio'``/``'visual'`` in the module name,
+  OGM-GE L133-143), i.e. the convolution kernels. BatchNorm scales/shifts (1-D) and the
+  fusion head (2-D, not in an encoder) keep their plain gradients.
+- ``"matrices"`` (our choice for transformer encoders): every encoder parameter with at least
+  2 dimensions -- convolution kernels, linear and embedding weights, position / class-token
+  tables -- and no bias or normalisation vector. On the ResNet-18 encoders it selects exactly
+  the ``"4d"`` set (their only parameters of 2+ dimensions are the conv kernels). M3AE and
+  the built-in text transformer have no 4-D parameter at all, so ``"4d"`` would leave them
+  unmodulated ([C]'s M3AE path selects by the same 4-D test and so never modulates them).
+- ``"all"``: every encoder parameter (this project's earlier behaviour; no source).
+An encoder in which the rule selects nothing is listed in ``unmodulated`` and announced with a
+warning that names the encoder and the option to set, never a silent no-op.
 
-Three modalities (our generalisation): u = argmax_m s_m (first on ties) and, by default,
-``rho = s_u / sum_{k != u} s_k`` -- the ratio [C] uses for three modalities (``main.py``
-L322-324), which for M = 2 is OGM-GE's ``s_u / s_other``. Option ``ratio_others="mean"``
-uses the mean of the other scores instead. Differences from [C]'s three-modality branch
-(L326-337): [C] tests v, then t, then falls through to a and modulates **a even when
-ratio_a < 1**; we modulate only the argmax modality and only when rho > 1 (Eq. 10).
-For M = 2 the only difference from OGM-GE is a tie s_a = s_v, where OGM-GE modulates audio
-with ``1 - tanh(alpha)`` and we modulate nothing.
+Three modalities (our generalisation; OGM-GE has two): u = argmax s (first on ties),
+``rho = s_u / sum_{k != u} s_k`` (``ratio_others="sum"``, [C]'s ratio, ``main.py`` L322-324)
+or ``/ mean`` (``"mean"``), u modulated when ``rho >= 1``. [C] (L326-337) instead tests video,
+then text, and otherwise modulates audio even when audio's ratio is below 1.
 
-Which parameters: ``modulated_params="all"`` (default, our choice) modulates **all
-parameters of the dominant modality's encoder** (and adds GE noise to all parameters of every
-encoder). ``"4d"`` restricts both to 4-D (convolution) weights, as OGM-GE and [C] select them
-(``len(parms.grad.size()) == 4``); this makes OGM-GE a no-op for encoders without 4-D weights,
-which is what [C] does on its M3AE path (reference MLA.md §3.9, D18).
-
-Hyper-parameters (provenance):
-- ``alpha = 0.3``: [C]'s default (``main.py`` L38). OGM-GE's ``--alpha`` has no default
-  (``required=True``, L43); its README's "default modulation setting" uses 0.1 and
-  recommends 0.1 for VGGSound and 0.8 for CREMA-D.
-- ``modulation_starts = 0``, ``modulation_ends = 50``: both codes' defaults
-  (OGM-GE L41-42, [C] L36-37).
-- ``gaussian_enhancement = True`` (OGM_GE rather than OGM): [P] Table 1 reports OGM-GE.
-
-Per-modality predictor ([P] §4.1.1): the other modalities are deactivated -- their encoder
-outputs zeroed -- and the fused head is evaluated, ``W[:, m] h_m + b``. This differs from
-[C], whose unimodal rows slice the head with ``b / M`` (reference MLA.md E3; that variant
-is the ``concat`` method's per-modality rule).
-Missing modalities: inputs zeroed by the batch, as in [C]; the scores s_m sum over the
-whole batch, absent samples included, as [C] would compute them.
+Per-modality predictor (the MLA paper, §4.1.1): the other modalities are deactivated -- their
+encoder outputs zeroed -- and the fused head is evaluated, ``W[:, m] h_m + b``; OGM-GE's own
+evaluation (L199-203) uses the sub-head with ``b / 2`` (the ``concat`` method's rule).
+Missing modalities: inputs zeroed by the batch; the scores sum over the whole batch, absent
+samples included.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Iterator
 
 import torch
@@ -72,6 +70,14 @@ from mla.methods.base import METHODS, cross_entropy
 from mla.methods.common import FusionMethod
 from mla.methods.concat import subhead_logits
 
+# How each ``modulated_params`` choice selects an encoder parameter (by its shape, which is
+# its gradient's shape).
+SELECTORS = {
+    "4d": lambda p: p.dim() == 4,
+    "matrices": lambda p: p.dim() >= 2,
+    "all": lambda p: True,
+}
+
 
 def true_class_scores(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """``s_m = sum_i softmax(logits_m)_i[y_i]`` for each modality's logits; (M,), detached."""
@@ -80,24 +86,31 @@ def true_class_scores(logits: list[torch.Tensor], labels: torch.Tensor) -> torch
 
 
 def ogm_coefficients(scores: torch.Tensor, alpha: float, ratio_others: str = "sum") -> torch.Tensor:
-    """Eq. 10 of OGM-GE: ``1 - tanh(alpha * rho)`` for the dominant modality if rho > 1, else 1.
+    """OGM-GE's k_m: ``1 - tanh(alpha * rho)`` for the dominant modality u if rho >= 1, else 1.
 
-    ``rho = s_u / sum_{k != u} s_k`` (``ratio_others="sum"``) or ``/ mean`` (``"mean"``) with
-    u = argmax s (first on ties). Returns (M,) coefficients.
+    u = argmax s (first on ties); ``rho = s_u / sum_{k != u} s_k`` (``"sum"``) or ``/ mean``
+    (``"mean"``). For two modalities this is OGM-GE's if/else (``main.py`` L119-124): exactly
+    one modality, the argmax, is modulated. Returns (M,) float64 coefficients.
     """
     scores = scores.detach().double()
-    u = int(torch.argmax(scores))
+    u = int(torch.argmax(scores))  # first maximum on ties: audio in OGM-GE's (audio, visual)
     others = torch.cat([scores[:u], scores[u + 1 :]])
     denom = others.sum() if ratio_others == "sum" else others.mean()
     rho = float(scores[u] / denom)
     coeff = torch.ones(len(scores), dtype=torch.float64)
-    if rho > 1:
-        coeff[u] = 1 - math.tanh(alpha * max(rho, 0.0))
+    if rho >= 1:
+        coeff[u] = 1 - math.tanh(alpha * max(rho, 0.0))  # relu(rho), as the code writes it
     return coeff
 
 
-def modulate_gradients(params: list[nn.Parameter], coeff: float, noise: bool) -> None:
-    """``g <- g * coeff (+ N(0, (std(g) + 1e-8)^2) if noise)`` for every parameter with a gradient."""
+def modulate_gradients(params: list[nn.Parameter], coeff: float, noise: bool,
+                       generator: torch.Generator | None = None) -> None:
+    """``g <- g * coeff (+ N(0, (std(g) + 1e-8)^2) if noise)`` for every parameter with a gradient.
+
+    std is torch's (unbiased) std of the unscaled gradient; a one-element gradient has std 0
+    (torch's would be NaN). Draws come from ``generator`` (default: torch's global one, as
+    OGM-GE's ``normal_``), one per parameter in the given order.
+    """
     for p in params:
         if p.grad is None:
             continue
@@ -105,7 +118,7 @@ def modulate_gradients(params: list[nn.Parameter], coeff: float, noise: bool) ->
         new = g * coeff
         if noise:
             std = float(g.std()) if g.numel() > 1 else 0.0
-            new = new + torch.randn_like(g) * (std + 1e-8)
+            new = new + torch.empty_like(g).normal_(0.0, std + 1e-8, generator=generator)
         p.grad = new
 
 
@@ -114,20 +127,30 @@ class OGMGE(FusionMethod):
     """Concat fusion with OGM-GE's per-batch encoder-gradient modulation."""
 
     defaults = {
-        "alpha": 0.3,
-        "modulation_starts": 0,
-        "modulation_ends": 50,
-        "gaussian_enhancement": True,
-        "modulated_params": "all",
-        "ratio_others": "sum",
+        "alpha": 0.1,                 # OGM-GE README "default modulation setting" (--alpha is required in main.py)
+        "modulation_starts": 0,       # OGM-GE main.py L41
+        "modulation_ends": 50,        # OGM-GE main.py L42
+        "gaussian_enhancement": True,  # OGM_GE (the MLA paper's Table 1 row), not OGM
+        "modulated_params": "4d",     # OGM-GE: gradients with 4 dimensions (conv kernels)
+        "ratio_others": "sum",        # three modalities: [C]'s s_u / sum of the others
     }
-    choices = {"modulated_params": ("all", "4d"), "ratio_others": ("sum", "mean")}
+    choices = {"modulated_params": ("4d", "matrices", "all"), "ratio_others": ("sum", "mean")}  # = SELECTORS' keys
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
         for key, valid in self.choices.items():
             if self.options[key] not in valid:
                 raise ValueError(f"method ogm_ge: option {key}={self.options[key]!r}; valid: {', '.join(valid)}")
+        rule = self.options["modulated_params"]
+        # Encoders the rule leaves untouched (e.g. "4d" on a transformer): OGM-GE would train them
+        # as plain concat does, so say so loudly instead of reporting OGM-GE numbers silently.
+        self.unmodulated = [m for m in self.modalities if not self.modulated_parameters(m)]
+        for m in self.unmodulated:
+            warnings.warn(
+                f"method ogm_ge: modulated_params={rule!r} selects no parameter of the {m} encoder "
+                f"({type(encoders[m]).__name__}), so OGM-GE never modulates it; set "
+                f"method_options.ogm_ge.modulated_params (or method_options.ogm_ge.datasets.<dataset>."
+                f"modulated_params) to 'matrices' for encoders without convolution kernels", stacklevel=2)
         self.head = nn.Linear(len(self.modalities) * feature_dim, n_classes)
         self.register_buffer("epoch", torch.tensor(-1, dtype=torch.long))
         self.last_coefficients: dict[str, float] = {}
@@ -138,20 +161,20 @@ class OGMGE(FusionMethod):
         return super().epoch_batches(data, batch_size, gen)
 
     def current_epoch(self) -> int:
+        """The epoch being trained, from 0 (a step before any ``epoch_batches`` is epoch 0)."""
         return max(int(self.epoch), 0)
 
     def in_window(self) -> bool:
-        """``modulation_starts <= epoch <= modulation_ends`` (inclusive, as in both codes)."""
+        """``modulation_starts <= epoch <= modulation_ends`` (inclusive, as OGM-GE L132)."""
         return self.options["modulation_starts"] <= self.current_epoch() <= self.options["modulation_ends"]
 
     def fuse(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(torch.cat([feats[m] for m in self.modalities], dim=1))
 
     def modulated_parameters(self, m: str) -> list[nn.Parameter]:
-        params = list(self.encoders[m].parameters())
-        if self.options["modulated_params"] == "4d":
-            params = [p for p in params if p.dim() == 4]
-        return params
+        """The parameters of modality ``m``'s encoder that ``modulated_params`` selects, in order."""
+        select = SELECTORS[self.options["modulated_params"]]
+        return [p for p in self.encoders[m].parameters() if select(p)]
 
     def coefficients(self, feats: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         """Per-modality k_m from the head's per-modality slices (weight slice + bias / M)."""

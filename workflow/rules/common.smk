@@ -88,7 +88,7 @@ def train_params(phase):
         fingerprint = {k: CFG[k] for k in keys}
         fingerprint.update({k: CFG.get(k) for k in ("precision", "channels_last") if k in CFG})
         fingerprint["model"] = mla_config.model_for(CFG, job.dataset)  # this dataset's encoders only
-        fingerprint["method_options"] = CFG["method_options"].get(job.method, {})
+        fingerprint["method_options"] = mla_config.method_options_for(CFG, job.method, job.dataset)
         fingerprint["missing"] = CFG["missing"]["masking"] if job.missing_rate is not None else None
         return json.dumps(fingerprint, sort_keys=True)
 
