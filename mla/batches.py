@@ -131,8 +131,9 @@ class SplitTensors:
         out: dict = {"label": self.labels[index], "index": index, "present": self.present[index]}
         for m in modalities or self.modalities:
             x = self.inputs(m, rows) if self.resident is None else self.resident[m][index]
-            keep = out["present"][:, self.modalities.index(m)]
-            out[m] = x * keep.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+            keep = out["present"][:, self.modalities.index(m)].view(-1, *([1] * (x.dim() - 1)))
+            # where, not a product: an absent row's stored values (even NaN or inf) never reach the model
+            out[m] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
         return out
 
 
@@ -178,6 +179,9 @@ def to_tensors(arrays: dict[str, Any], labels: np.ndarray, modalities: tuple[str
     n = len(labels)
     if present is None:
         present = np.ones((n, len(modalities)), dtype=bool)
+    if np.shape(present) != (n, len(modalities)):
+        raise ValueError(f"presence mask of shape {np.shape(present)}: expected (examples, modalities) = "
+                         f"{(n, len(modalities))}, one column per modality of {tuple(modalities)}")
     if pixels not in PIXEL_NORMS:
         raise ValueError(f"pixel normalisation {pixels!r}: expected one of {', '.join(PIXEL_NORMS)}")
     split = SplitTensors(tuple(modalities), {m: arrays[m] for m in modalities},
@@ -203,7 +207,8 @@ def shuffled_batches(data: SplitTensors, batch_size: int, gen: torch.Generator,
         yield data.batch(order[start:end], modalities)
 
 
-def eval_batches(data: SplitTensors, batch_size: int) -> Iterator[dict]:
-    """Every example once, in order: the whole split is scored, no batch is dropped."""
-    for i in range(0, len(data), batch_size):
-        yield data.batch(torch.arange(i, min(i + batch_size, len(data))))
+def eval_batches(data: SplitTensors, batch_size: int, rows: torch.Tensor | None = None) -> Iterator[dict]:
+    """Every example of ``rows`` (default: the whole split) once, in order; no batch is dropped."""
+    rows = torch.arange(len(data)) if rows is None else rows.cpu()
+    for i in range(0, len(rows), batch_size):
+        yield data.batch(rows[i:i + batch_size])

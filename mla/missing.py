@@ -11,6 +11,10 @@ A mask is drawn once per split from (run seed, eta, split) and saved with the ru
 - ``independent``: the paper's wording, each modality of each sample dropped with
   probability eta independently. A sample may lose every modality; it is kept, its inputs
   are all zero, and fusion then uses every (zeroed) modality.
+
+One mask per (seed, eta): the mask is always drawn for the dataset's full modality set, and
+every job of the missing phase at that (seed, eta) uses it, a per-modality run (``unimodal``)
+its own modality's column (see docs/methods/missing-modalities.md).
 """
 from __future__ import annotations
 
@@ -62,3 +66,17 @@ def draw_mask(masking: str, n: int, m: int, rate: float, seed: int, split: str) 
     entropy = [seed, round(rate * 1000), SPLITS.index(split)]
     rs = np.random.RandomState(np.random.SeedSequence(entropy).generate_state(1)[0])
     return MASKINGS[masking](n, m, rate, rs)
+
+
+def realised(masks: dict[str, np.ndarray], modalities: tuple[str, ...]) -> dict[str, dict]:
+    """Realised missing fractions of full (n, M) masks: overall and per modality column, per split."""
+    for split, mask in masks.items():
+        if mask.ndim != 2 or mask.shape[1] != len(modalities):
+            raise ValueError(f"{split} mask of shape {mask.shape}: expected (n, {len(modalities)}) for {modalities}")
+    def frac(present: np.ndarray) -> float | None:  # None for an empty split (val_fraction 0)
+        return round(float(1 - present.mean()), 4) if present.size else None
+
+    return {
+        "overall": {s: frac(m) for s, m in masks.items()},
+        "per_modality": {s: {mod: frac(m[:, j]) for j, mod in enumerate(modalities)} for s, m in masks.items()},
+    }

@@ -29,11 +29,11 @@ from mla.augment import augment_batch
 from mla.batches import FBANK_NORMS, SplitTensors, audio_stats, to_tensors
 from mla.checkpoint import JobWork, RunWork
 from mla.devices import placement
-from mla.evaluate import accuracies, split_metrics
+from mla.evaluate import accuracies, scored_rows, split_metrics
 from mla.io import atomic_directory, name_on_error, save_npz, writable_directory, write_json
 from mla.features.store import load_split, load_vocab, read_manifest
 from mla.methods.base import create_method, Method
-from mla.missing import SPLITS, draw_mask
+from mla.missing import SPLITS, draw_mask, realised
 from mla.models.encoders import create_encoder
 from mla.models.init import initialise
 from mla.provenance import runtime_provenance, static_provenance
@@ -81,10 +81,19 @@ def load_dataset(dataset: str) -> DatasetArrays:
 
 def split_tensors(ds: DatasetArrays, modalities: tuple[str, ...], seed: int, missing: dict | None,
                   inputs: dict | None = None) -> tuple[dict[str, SplitTensors], dict[str, np.ndarray]]:
-    """Every split as :class:`SplitTensors` (converted batch by batch, or once if small), with
-    presence masks drawn from (seed, rate, split) if missing; ``inputs`` (``model.inputs``, defaults
-    :data:`mla.config.INPUTS`): pixel normalisation, and fbanks standardised by the training split's
-    statistics or fed raw."""
+    """Every split over ``modalities`` as :class:`SplitTensors` (converted batch by batch, or once
+    if small); ``inputs`` (``model.inputs``, defaults :data:`mla.config.INPUTS`): pixel
+    normalisation, and fbanks standardised by the training split's statistics or fed raw.
+
+    With ``missing``, each split's presence mask is drawn from (seed, rate, split) for the
+    dataset's FULL modality set, whatever ``modalities`` is: one mask per (seed, rate), so a
+    per-modality run sees exactly its column of the mask the multimodal runs see. The returned
+    masks are the full (n, M) ones, columns in ``ds.modalities`` order.
+    """
+    unknown = [m for m in modalities if m not in ds.modalities]
+    if unknown:
+        raise ValueError(f"modalities {unknown} are not in the dataset's {ds.modalities}")
+    columns = [ds.modalities.index(m) for m in modalities]
     inputs = {**config_mod.INPUTS, **(inputs or {})}
     if inputs["fbank"] not in FBANK_NORMS:
         raise ValueError(f"fbank inputs {inputs['fbank']!r}: expected one of {', '.join(FBANK_NORMS)}")
@@ -94,10 +103,26 @@ def split_tensors(ds: DatasetArrays, modalities: tuple[str, ...], seed: int, mis
     for split, arr in ds.splits.items():
         present = None
         if missing is not None:
-            present = draw_mask(missing["masking"], len(arr), len(modalities), missing["rate"], seed, split)
-            masks[split] = present
+            masks[split] = draw_mask(missing["masking"], len(arr), len(ds.modalities), missing["rate"], seed, split)
+            present = masks[split][:, columns]
         tensors[split] = to_tensors(arr.arrays, arr.labels, modalities, present, norm, inputs["pixels"])
     return tensors, masks
+
+
+def job_missing(cfg: dict, job: grid.Job) -> dict | None:
+    """The job's missing-modality setting (``rate``, ``masking``), or None outside the missing phase."""
+    if job.missing_rate is None:
+        return None
+    return {"rate": job.missing_rate, "masking": cfg["missing"]["masking"]}
+
+
+def job_split_tensors(cfg: dict, job: grid.Job, ds: DatasetArrays,
+                      seed: int) -> tuple[dict[str, SplitTensors], dict[str, np.ndarray]]:
+    """The data one run of ``job`` trains and is scored on: its modalities (the job's one modality
+    for a per-modality method) under the (seed, rate) mask; every trained and assembled run reads
+    its data through here."""
+    modalities = (job.modality,) if job.modality else ds.modalities
+    return split_tensors(ds, modalities, seed, job_missing(cfg, job), config_mod.model_for(cfg, job.dataset)["inputs"])
 
 
 def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[str, ...], seed: int = 0) -> Method:
@@ -132,8 +157,11 @@ def build_optimizer(cfg: dict, params) -> tuple[torch.optim.Optimizer, torch.opt
 
 @dataclass
 class Selection:
-    """Best-so-far bookkeeping of one run: the selected epoch (on ``select_on``) with its scores
-    and state, the best epoch on test, and the last epoch's scores. Saved with the run's state."""
+    """Best-so-far bookkeeping of one run: the selected epoch (on ``select_on``'s ``multi``) with
+    its scores and state, the best epoch on test, the last epoch's scores, and for every fusion
+    rule ``multi:<fusion>`` the epoch selected on that rule's own ``select_on`` accuracy with its
+    scores (``fusion_best``: fusion -> {epoch, val, test}; no state: the checkpoint is the
+    ``multi`` one's). Saved with the run's state. Ties keep the earliest epoch."""
 
     select_on: str
     best: dict | None = None
@@ -141,14 +169,22 @@ class Selection:
     best_state: dict | None = None
     best_test: dict | None = None
     last: dict = field(default_factory=dict)
+    fusion_best: dict = field(default_factory=dict)
 
     def update(self, epoch: int, scores: dict, method: Method) -> None:
+        """Take one epoch's ``scores`` (split -> predict key -> accuracy) of ``method``."""
         self.last = scores
         if self.best is None or scores[self.select_on]["multi"] > self.best[self.select_on]["multi"]:
             self.best, self.best_epoch = scores, epoch
             self.best_state = copy.deepcopy(method.state_dict())
         if self.best_test is None or scores["test"]["multi"] > self.best_test["multi"]:
             self.best_test = {"epoch": epoch, "multi": scores["test"]["multi"]}
+        for key in sorted(k for k in scores[self.select_on] if k.startswith("multi:")):
+            fusion, score = key.split(":", 1)[1], scores[self.select_on][key]
+            kept = self.fusion_best.get(fusion)
+            if kept is None or score > kept[self.select_on]:
+                self.fusion_best[fusion] = {"epoch": epoch, **{s: scores[s][key] if s in scores else None
+                                                               for s in ("val", "test")}}
 
 
 def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
@@ -162,12 +198,10 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
     place = placement(cfg)
     device = place.device
     modalities = (job.modality,) if job.modality else ds.modalities
-    missing = None
-    if job.missing_rate is not None:
-        missing = {"rate": job.missing_rate, "masking": cfg["missing"]["masking"]}
+    missing = job_missing(cfg, job)
 
     # --- data -------------------------------------------------------------------------
-    data, masks = split_tensors(ds, modalities, seed, missing, config_mod.model_for(cfg, job.dataset)["inputs"])
+    data, masks = job_split_tensors(cfg, job, ds, seed)
     data = {s: place.data(t) for s, t in data.items()}
 
     # --- build ------------------------------------------------------------------------
@@ -204,6 +238,7 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
         diagnostics = getattr(method, "epoch_diagnostics", None)
         log.append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 6),
                     **{s: split_metrics(a)[0] for s, a in scores.items()},
+                    **{f"{s}_fusion": split_metrics(a)[1] for s, a in scores.items() if split_metrics(a)[1]},
                     **(diagnostics() if diagnostics is not None else {})})
         sel.update(epoch, scores, method)
         # --- save -------------------------------------------------------------------------
@@ -216,23 +251,35 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
     # --- select -----------------------------------------------------------------------
     metrics = run_metrics(job, seed, method, data, masks, missing, sel.best, device)
     metrics.update(selection=sel.select_on, selected_epoch=sel.best_epoch, epochs=tr["epochs"],
-                   best_on_test=sel.best_test, last_epoch=split_metrics(sel.last["test"])[0])
+                   best_on_test=sel.best_test, last_epoch=split_metrics(sel.last["test"])[0],
+                   fusion_selection=sel.fusion_best)
     return metrics, log, sel.best_state, masks
 
 
 def run_metrics(job: grid.Job, seed: int, method: Method, data: dict[str, SplitTensors], masks: dict,
                 missing: dict | None, scores: dict, device: torch.device) -> dict:
-    """The ``metrics.json`` of one run from its selected scores (see README for the fields)."""
+    """The ``metrics.json`` of one run from its selected scores (see docs/methods/missing-modalities.md
+    for the missing-modality and selection fields).
+
+    ``counts``: examples per split; ``scored``: the val/test examples scored (fewer than
+    ``counts`` only for a per-modality run under missing modalities: the ones that have its
+    modality). ``missing.realised``: missing fraction of the full (n, M) mask per split,
+    ``missing.realised_per_modality``: of each modality column. ``fusion`` holds every fusion
+    rule's accuracy at the ``multi`` epoch; ``fusion_selection`` (set by the caller) each rule
+    at its own selected epoch, and ``multi_fusion`` the rule ``multi`` is (None: the method has one).
+    """
     test, fusion = split_metrics(scores["test"])
+    fractions = None if missing is None else realised(masks, catalog.dataset_info(job.dataset).modalities)
     return {
         "job": job.id, "phase": job.phase, "dataset": job.dataset, "method": job.method, "tag": job.tag,
         "seed": seed, "modality": job.modality, "missing_rate": job.missing_rate,
         "options": dict(method.options), "modalities": list(method.modalities),
         "counts": {s: len(data[s]) for s in SPLITS},
-        "test": test, "fusion": fusion,
+        "scored": {s: len(scored_rows(data[s])) for s in ("val", "test") if len(data[s])},
+        "test": test, "fusion": fusion, "multi_fusion": method.options.get("fusion"),
         "val": split_metrics(scores["val"])[0] if "val" in scores else {},
         "missing": None if missing is None else {
-            **missing, "realised": {s: round(float(1 - m.mean()), 4) for s, m in masks.items()}},
+            **missing, "realised": fractions["overall"], "realised_per_modality": fractions["per_modality"]},
         "provenance": {**static_provenance(), "device": str(device), "threads": torch.get_num_threads()},
     }
 
@@ -241,13 +288,15 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
     """Score a method built from other jobs' trained runs (late fusion): no training.
 
     Each component is that job's checkpoint for the same seed, selected on validation by its
-    own run; the masks are redrawn from the same (seed, rate, split), so they are identical.
+    own run, which trained on its modality's column of the same (seed, rate) mask that is
+    redrawn here; the fused prediction averages the branches of the modalities each test
+    example has.
     """
     seed_everything(seed)
     place = placement(cfg)
     device = place.device
-    missing = None if job.missing_rate is None else {"rate": job.missing_rate, "masking": cfg["missing"]["masking"]}
-    data, masks = split_tensors(ds, ds.modalities, seed, missing, config_mod.model_for(cfg, job.dataset)["inputs"])
+    missing = job_missing(cfg, job)
+    data, masks = job_split_tensors(cfg, job, ds, seed)
     data = {s: place.data(t) for s, t in data.items()}
     method = build_method(cfg, job, ds, ds.modalities, seed)
     by_id = {j.id: j for j in grid.jobs(cfg)}
@@ -263,7 +312,7 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
         scores = {s: accuracies(method, data[s], bs) for s in ("val", "test") if len(data[s])}
     metrics = run_metrics(job, seed, method, data, masks, missing, scores, device)
     metrics.update(selection="per component", selected_epoch=None, epochs=None, best_on_test=None,
-                   last_epoch=None, components=[f"{by_id[d].job_dir}/seed{seed}" for d in job.needs])
+                   last_epoch=None, fusion_selection={}, components=[f"{by_id[d].job_dir}/seed{seed}" for d in job.needs])
     return metrics, [], method.state_dict(), masks
 
 

@@ -6,9 +6,17 @@ and only scores. ``train_step`` exists so that the method also trains on its own
 is an independent unimodal model (encoder + linear head) with its own loss; their losses are
 summed, which leaves the branches' gradients independent.
 
-Per-modality predictor: the unimodal model itself ([P] §4.1.1). Fused prediction: the mean of
-the present modalities' logits. A missing modality's branch is not trained on that sample
-(its input is absent) and is left out of the mean.
+Per-modality predictor: the unimodal model itself ([P] §4.1.1). Fused prediction, per example:
+the mean of the logits of the modalities that example has. A missing modality's branch is not
+trained on that sample (its input is absent) and is left out of that example's mean. In the
+grid each branch is a ``unimodal`` run trained on its modality's column of the same (seed,
+rate) mask that this job scores under.
+
+An example with no modality at all (possible only with ``missing.masking: independent``) is
+still scored, so the test set keeps its size: its fused logits are the mean of every branch's
+logits on its all-zero inputs (``mla.fusion.uniform_weights``), the same zero-input prediction
+the jointly trained methods make for it. The per-modality keys score every example, an absent
+modality's branch seeing the zeroed input.
 """
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """``unimodal``: one encoder and its own linear head trained alone (the Table 1 reference).
 
-With missing modalities it trains on the examples that have its modality (its D_m).
+With missing modalities its split carries its modality's column of the (seed, rate) mask drawn
+for the dataset's full modality set (``mla.train.split_tensors``): it trains on the examples
+that have its modality (its D_m) and is scored on the validation and test examples that have it
+(``mla.evaluate.scored_rows``; the counts are in ``metrics.json`` ``scored``).
 """
 from __future__ import annotations
 
@@ -25,7 +28,11 @@ class Unimodal(Method):
 
     def epoch_batches(self, data: SplitTensors, batch_size: int, gen: torch.Generator) -> Iterator[dict]:
         """One shuffled pass over the examples that have this modality (all, unless missing)."""
-        return shuffled_batches(data, batch_size, gen, torch.nonzero(data.present[:, 0]).flatten())
+        rows = torch.nonzero(data.present[:, 0]).flatten()
+        if len(rows) == 0:
+            raise ValueError(f"unimodal {self.modalities[0]}: no training example has this modality under "
+                             "the missing-modality mask; lower missing.rates or use more data")
+        return shuffled_batches(data, batch_size, gen, rows)
 
     def train_step(self, batch: dict, optimizer: torch.optim.Optimizer) -> float:
         (m,) = self.modalities
