@@ -209,7 +209,11 @@ def unpickle(fh: Any, source: str, size: int, unpickler: type[RestrictedUnpickle
     """One pickle from ``fh`` (at most ``size`` bytes) with ``unpickler``; errors name ``source``."""
     try:
         return unpickler(fh, source, size).load()
-    except (UnsafeCheckpointError, _PersistentId):
+    except UnsafeCheckpointError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise UnsafeCheckpointError(f"{source}: {exc}") from None  # refused inside an admitted function
+    except _PersistentId:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, struct.error, IndexError, KeyError,
             AttributeError, OverflowError, MemoryError, UnicodeDecodeError) as exc:
