@@ -94,51 +94,49 @@ def test_symlink_chain_tar_is_refused(tmp_path, monkeypatch, links, files, why, 
     assert not (tmp_path / "work").exists() and tree(tmp_path) == ["chain.tar"]
 
 
-def _pathmax_chain_tar(path: Path, escape_to: Path) -> Path:
-    """The symlink chain of CVE-2025-4517: directories with 247-character names and one-letter links to
-    them, so the link path stays short while what it resolves to exceeds PATH_MAX; a final link climbs
-    back with '..' past the target, and a file is written through it."""
-    comp = "d" * 247
+def _pathmax_chain_tar(path: Path, dest: Path) -> Path:
+    """The symlink chain of CVE-2025-4517, sized for extraction into ``dest``: sixteen directories with
+    names long enough that the chain of one-letter links to them stays short while what it resolves
+    to exceeds PATH_MAX (where ``os.path.realpath`` in tarfile's filter stops resolving); a link at
+    the end climbs back sixteen levels to the extraction root, ``escape`` points one level above it,
+    and a file is written through ``escape``, beside the extraction root."""
     steps = "abcdefghijklmnop"
-    path_so_far = ""
+    root_len = len(str(dest.parent / f".{dest.name}.tmp-xxxxxxxx")) + 1  # atomic_directory's sibling
+    comp = "d" * ((os.pathconf(dest.parent, "PC_PATH_MAX") - root_len) // (len(steps) + 1))
     with tarfile.open(path, "w") as tf:
+        def add(name: str, kind: bytes, link: str = "", data: bytes | None = None) -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, link
+            info.size = len(data) if data is not None else 0
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        deep = ""
         for step in steps:
-            d = tarfile.TarInfo(os.path.join(path_so_far, comp))
-            d.type = tarfile.DIRTYPE
-            tf.addfile(d)
-            s = tarfile.TarInfo(os.path.join(path_so_far, step))
-            s.type, s.linkname = tarfile.SYMTYPE, comp
-            tf.addfile(s)
-            path_so_far = os.path.join(path_so_far, comp)
+            add(os.path.join(deep, comp), tarfile.DIRTYPE)
+            add(os.path.join(deep, step), tarfile.SYMTYPE, comp)
+            deep = os.path.join(deep, comp)
         linkpath = os.path.join(*steps, "l" * 254)
-        link = tarfile.TarInfo(linkpath)
-        link.type, link.linkname = tarfile.SYMTYPE, os.path.join(*[".."] * len(steps))
-        tf.addfile(link)
-        escape = tarfile.TarInfo("escape")
-        escape.type = tarfile.SYMTYPE
-        escape.linkname = linkpath + "/.." * 2 + str(escape_to)  # relative climb, then the outside path
-        tf.addfile(escape)
-        data = b"written outside"
-        payload = tarfile.TarInfo("escape/pwned")
-        payload.size = len(data)
-        tf.addfile(payload, io.BytesIO(data))
+        add(linkpath, tarfile.SYMTYPE, "/".join([".."] * len(steps)))
+        add("escape", tarfile.SYMTYPE, linkpath + "/..")
+        add("escape/pwned", tarfile.REGTYPE, data=b"written outside")
     return path
 
 
 def test_pathmax_symlink_chain_of_cve_2025_4517_is_refused_by_our_checks(tmp_path, monkeypatch):
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    arc = _pathmax_chain_tar(tmp_path / "cve.tar", outside)
-    with tarfile.open(arc) as tf:  # the archive really is the chain: 16 links to 247-character names
+    work = tmp_path / "work"
+    work.mkdir()
+    dest = work / "out"
+    arc = _pathmax_chain_tar(tmp_path / "cve.tar", dest)
+    with tarfile.open(arc) as tf:  # the archive really is the chain: 16 links to long names, then 2 more
         assert sum(m.issym() for m in tf.getmembers()) == 18
     start = time.perf_counter()
     with no_tarfile_extraction(monkeypatch), pytest.raises(UnsafeArchiveError) as err:
-        extract_archive(arc, tmp_path / "work" / "out")
+        extract_archive(arc, dest)
     msg = str(err.value)
     assert str(arc) in msg and "nothing was extracted" in msg
     assert "lies under the link member 'a'" in msg  # stopped at the first member that goes through a link
     assert time.perf_counter() - start < 5
-    assert list(outside.iterdir()) == [] and not (tmp_path / "work").exists()
+    assert tree(work) == []  # neither the extraction nor the escaped file
 
 
 def test_duplicate_and_fifo_members_are_refused(tmp_path):
