@@ -4,6 +4,7 @@ memory (checkpoint cases run in a subprocess whose address space is capped)."""
 from __future__ import annotations
 
 import builtins
+import collections
 import errno
 import io
 import json
@@ -452,6 +453,30 @@ def test_checkpoint_declaring_an_absurd_head_is_refused_without_allocating(tmp_p
     assert not (tmp_path / "o.pt").exists() and not (tmp_path / "o.pt.json").exists()
 
 
+def test_declared_state_agrees_with_torch_load_on_genuine_files(tmp_path):
+    """The independent value: torch.load's own tensors (shapes, dtypes) for views, shared storages,
+    parameters, every common dtype and numpy scalars."""
+    import numpy as np
+
+    from mla.weights.declared import declared_state
+    from mla.weights.safe_load import torch_load
+
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    obj = {"model": collections.OrderedDict(
+        view=base[1:, 2:5], t=base.T, shared=base, p=nn.Parameter(torch.ones(3, 2)),
+        **{str(dt).removeprefix("torch."): torch.ones(2, 1, dtype=dt) for dt in
+           (torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int8, torch.uint8,
+            torch.bool, torch.complex64)}),
+        "acc": np.float64(0.75), "epoch": 3, "name": "x", "empty": torch.zeros(0, 5)}
+    torch.save(obj, tmp_path / "ok.pt")
+    declared, real = declared_state(tmp_path / "ok.pt"), torch_load(tmp_path / "ok.pt")
+    assert declared["model"].keys() == real["model"].keys()
+    for name, tensor in real["model"].items():
+        d = declared["model"][name]
+        assert d.device.type == "meta" and d.shape == tensor.shape and d.dtype == tensor.dtype, name
+    assert declared["empty"].shape == (0, 5) and declared["acc"] == 0.75 and declared["epoch"] == 3
+
+
 PICKLE_ATTACKS = {
     # 37 bytes: builtins.bytearray(8 * 10**9) (the global is not admitted)
     "bytearray_global": b"cbuiltins\nbytearray\n(\x8a\x05" + (8 * 10**9).to_bytes(5, "little") + b"tR.",
@@ -587,3 +612,21 @@ def test_reference_manifest_entry_through_a_symlink_out_of_the_copy_is_refused(t
     good = tmp_path / "good.json"
     write_manifest(good, dataset="d", files=hash_files(root, ["a/x.wav"]), source={})
     assert load_manifest(verify_user_copy("d", root, tmp_path / "out.json", reference=good))["n_files"] == 1
+
+
+class _Payload:
+    """Any class: torch.load(weights_only=True) refuses it."""
+
+
+def test_torch_refusals_never_advise_lifting_the_guard(tmp_path):
+    from mla.weights.safe_load import torch_load
+
+    torch.save({"w": torch.ones(1), "x": _Payload()}, tmp_path / "obj.pt")
+    with pytest.raises(UnsafeCheckpointError) as err:  # torch's own refusal, reworded
+        torch_load(tmp_path / "obj.pt")
+    msg = str(err.value)
+    assert msg == (f"{tmp_path / 'obj.pt'}: torch.load(weights_only=True) refused it: "
+                   f"Unsupported global: GLOBAL {__name__}._Payload")
+    with pytest.raises(UnsafeCheckpointError, match=rf"refusing to unpickle {__name__}\._Payload") as err:
+        read_checkpoint(tmp_path / "obj.pt")  # our reading of data.pkl refuses it first
+    assert "weights_only=False" not in str(err.value)

@@ -65,6 +65,8 @@ class _DeclaredUnpickler(RestrictedUnpickler):
             return self._rebuild_tensor
         if module == "torch._utils" and name == "_rebuild_parameter":
             return lambda data, requires_grad, hooks: data
+        if module == "torch._utils" and name == "_rebuild_parameter_with_state":
+            return lambda data, requires_grad, hooks, state: data
         if module == "torch" and name in _STORAGES:
             return _StorageType(name, _STORAGES[name])
         if module == "torch" and name in _DTYPES:
