@@ -145,6 +145,8 @@ def download(
         if isinstance(exc, OSError):  # writing failed: a full disk, a read-only directory, ...
             raise DownloadError(f"download of {shown} to {dest} failed writing {part}: "
                                 f"{exc.strerror or exc}; the partial file was deleted", url=shown) from None
+        if isinstance(exc, AcquireError) and len(exc.args) == 1 and str(dest) not in str(exc):
+            exc.args = (f"{exc.args[0]} (destination {dest})",)  # same error, now naming the path too
         raise
 
 
