@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import collections
 import errno
+import gzip
 import io
 import json
 import os
@@ -221,6 +222,15 @@ def test_tar_bomb_is_refused_before_writing(tmp_path):
     msg = str(err.value)
     assert "member 'part2.bin'" in msg and f"past {BOMB} bytes" in msg and "limits.archive_max_bytes" in msg
     assert not (tmp_path / "out").exists() and tree(tmp_path) == ["bomb.tar.gz"]
+    # a header declaring 1 TB is refused as soon as it is read, without decompressing anything after it
+    huge = tmp_path / "huge.tar.gz"
+    info = tarfile.TarInfo("terabyte.bin")
+    info.size = 1 << 40
+    huge.write_bytes(gzip.compress(info.tobuf()))  # the header alone: the data never comes
+    start = time.perf_counter()
+    with pytest.raises(UnsafeArchiveError, match=r"member 'terabyte.bin' brings the unpacked size past"):
+        extract_archive(huge, tmp_path / "out", max_bytes=BOMB)
+    assert time.perf_counter() - start < 2 and not (tmp_path / "out").exists()
     extract_archive(arc, tmp_path / "out", max_bytes=3 * (BOMB // 2))  # exactly at the cap: fine
     assert sorted(p.stat().st_size for p in (tmp_path / "out").iterdir()) == [BOMB // 2] * 3
 

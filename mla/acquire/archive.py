@@ -74,7 +74,7 @@ def extract_archive(archive: str | Path, dest: str | Path, *, max_bytes: int | N
     if _is_tar(archive):
         try:
             with tarfile.open(archive, "r:*") as tf:
-                members = check_members(archive, [_tar_member(archive, m) for m in tf.getmembers()], cap)
+                members = check_members(archive, _tar_members(archive, tf, cap), cap)
                 with atomic_directory(dest) as tmp:
                     _write(archive, members, tmp, cap, lambda m: tf.extractfile(m.raw))
         except (tarfile.TarError, EOFError) as exc:
@@ -163,6 +163,21 @@ def _name(archive: Path, raw: str) -> str:
     if not parts:
         refuse("has an empty name")
     return "/".join(parts)
+
+
+def _tar_members(archive: Path, tf: tarfile.TarFile, cap: int) -> list[Member]:
+    """The members, read header by header: a compressed bomb is refused at the header that passes the
+    cap, without decompressing the rest (``getmembers`` would read the whole stream first)."""
+    members, declared = [], 0
+    for info in tf:
+        members.append(_tar_member(archive, info))
+        declared += info.size if info.isreg() else 0
+        if declared > cap:
+            raise UnsafeArchiveError(
+                f"{archive}: member {info.name!r} brings the unpacked size past {cap} bytes (the archive declares "
+                f"at least {declared}); if the archive is genuine, raise {limit_setting('archive_max_bytes')}; "
+                f"nothing was extracted")
+    return members
 
 
 def _tar_member(archive: Path, info: tarfile.TarInfo) -> Member:
