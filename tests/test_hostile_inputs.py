@@ -137,7 +137,7 @@ def test_pathmax_symlink_chain_of_cve_2025_4517_is_refused_by_our_checks(tmp_pat
     msg = str(err.value)
     assert str(arc) in msg and "nothing was extracted" in msg
     assert "lies under the link member 'a'" in msg  # stopped at the first member that goes through a link
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 20  # generous: two CPUs shared by many jobs
     assert tree(work) == []  # neither the extraction nor the escaped file
 
 
@@ -230,7 +230,7 @@ def test_tar_bomb_is_refused_before_writing(tmp_path):
     start = time.perf_counter()
     with pytest.raises(UnsafeArchiveError, match=r"member 'terabyte.bin' brings the unpacked size past"):
         extract_archive(huge, tmp_path / "out", max_bytes=BOMB)
-    assert time.perf_counter() - start < 2 and not (tmp_path / "out").exists()
+    assert time.perf_counter() - start < 10 and not (tmp_path / "out").exists()
     extract_archive(arc, tmp_path / "out", max_bytes=3 * (BOMB // 2))  # exactly at the cap: fine
     assert sorted(p.stat().st_size for p in (tmp_path / "out").iterdir()) == [BOMB // 2] * 3
 
@@ -298,7 +298,7 @@ def test_endless_download_without_length_hits_the_byte_cap(tmp_path):
     msg = str(err.value)
     assert f"exceeds {cap} bytes" in msg and "limits.download_max_bytes" in msg
     assert url + "/list.txt?token=***" in msg and str(dest) in msg and "s3cret" not in msg
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 20
     assert tree(tmp_path) == ["lists"]  # neither the file nor its .part
 
 
@@ -312,7 +312,7 @@ def test_trickling_download_hits_the_overall_deadline(tmp_path):
     msg = str(err.value)
     assert "did not finish within 2 s" in msg and "limits.download_deadline_s" in msg
     assert url + "/media.flv" in msg and str(dest) in msg
-    assert 1.9 <= elapsed < 5  # the deadline, not the 30 s per-read timeout, ended it
+    assert 1.9 <= elapsed < 15  # the deadline ended it (the server never stops; each read gets a byte)
     assert tree(tmp_path) == []
 
 
@@ -457,7 +457,7 @@ def test_checkpoint_declaring_an_absurd_head_is_refused_without_allocating(tmp_p
     for name in ("convert", "read"):
         assert "a tensor of shape (1000000000, 32)" in out[name] and str(src) in out[name], out[name]
         assert "needs more than the 1 elements of its storage" in out[name]
-        assert "weights_only=False" not in out[name] and out[name + "_s"] < 5
+        assert "weights_only=False" not in out[name] and out[name + "_s"] < 30
     assert "declares 536870912 x FloatStorage (2147483648 bytes), but its record holds 16 bytes" in out["lying"]
     assert out["peak_kb"] < 2 << 20  # < 2 GiB resident: nothing near 128 GB (or 2 GiB) was touched
     assert not (tmp_path / "o.pt").exists() and not (tmp_path / "o.pt.json").exists()
