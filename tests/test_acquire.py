@@ -238,6 +238,7 @@ def test_transient_errors_are_retried_but_not_404(server, tmp_path):
     with pytest.raises(DownloadError, match=r"HTTP 404.*") as err:
         download(server.url + "/missing.bin", tmp_path / "m.bin", sha256=sha(data), **FAST)
     assert server.url + "/missing.bin" in str(err.value) and err.value.status == 404
+    assert f"(destination {tmp_path / 'm.bin'})" in str(err.value)
     assert len(server.paths_requested("/missing.bin")) == 1
     server.actions["/f.bin"] = [503] * 10
     with pytest.raises(DownloadError, match="after 4 attempts: HTTP 503"):

@@ -11,6 +11,13 @@ fails verification is first retried once from byte 0, in case the partial file w
 
 Where no checksum is known, a ``ChecksumLock`` supplies it (trust on first download: the first
 download records its sha256, later ones must match). URLs in messages and the lock are redacted.
+
+Bounds against a hostile or broken server: a download whose size is not known in advance stops at
+``max_bytes`` (setting ``limits.download_max_bytes``), and one download, retries included, stops at
+``deadline`` seconds (``limits.download_deadline_s``) however slowly the bytes trickle in (the
+``timeout`` only bounds each wait for the next bytes). A download that fails with an error, a full
+disk included, removes its ``.part`` file; only a process that is killed outright leaves one behind,
+which the next run resumes.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ from typing import Callable, TypeVar
 from mla.acquire.errors import AcquireError, ChecksumError, DownloadError
 from mla.acquire.lockfile import ChecksumLock
 from mla.acquire.redact import redact_url, request_target, scrub
+from mla.acquire.sources import limit, limit_setting
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +104,8 @@ def download(
     timeout: float = 60.0,
     headers: dict[str, str] | None = None,
     chunk_size: int = 1 << 20,
+    max_bytes: int | None = None,
+    deadline: float | None = None,
 ) -> Downloaded:
     """Download ``url`` to ``dest`` and verify it; return the verified file.
 
@@ -103,10 +113,12 @@ def download(
     supplies the value recorded for ``lock_key`` (default: the redacted URL) or records it after this
     download. An existing ``dest`` that matches the expected checksum is kept without a request; with no
     checksum known it is downloaded again. ``retries`` transient failures are retried, waiting
-    ``backoff * 2**k`` seconds (at most 60, or the server's Retry-After).
+    ``backoff * 2**k`` seconds (at most 60, or the server's Retry-After). ``max_bytes`` and ``deadline``
+    default to ``limits.download_max_bytes`` and ``limits.download_deadline_s`` (module docstring).
     """
     dest = Path(dest)
     shown = redact_url(url)
+    bounds = _Bounds.start(shown, dest, max_bytes, deadline)
     key = lock_key or shown
     expected = check_sha256(sha256, f"expected checksum for {shown}")
     origin = "the configured checksum"
@@ -125,12 +137,32 @@ def download(
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
+    try:
+        return _download_part(url, dest, part, expected, size, origin, lock, key, bounds, retries, backoff,
+                              timeout, headers, chunk_size)
+    except BaseException as exc:
+        _unlink(part)  # whatever failed, no partial file stays behind
+        if isinstance(exc, OSError):  # writing failed: a full disk, a read-only directory, ...
+            raise DownloadError(f"download of {shown} to {dest} failed writing {part}: "
+                                f"{exc.strerror or exc}; the partial file was deleted", url=shown) from None
+        if isinstance(exc, AcquireError) and len(exc.args) == 1 and str(dest) not in str(exc):
+            exc.args = (f"{exc.args[0]} (destination {dest})",)  # same error, now naming the path too
+        raise
+
+
+def _download_part(url: str, dest: Path, part: Path, expected: str | None, size: int | None, origin: str,
+                   lock: ChecksumLock | None, key: str, bounds: "_Bounds", retries: int, backoff: float,
+                   timeout: float, headers: dict[str, str] | None, chunk_size: int) -> Downloaded:
+    """Fetch into ``part``, verify, move onto ``dest`` (the body of ``download``)."""
+    shown = bounds.shown
     for fresh in (False, True):
         if fresh:
             log.warning("%s: resumed download failed verification; downloading from byte 0", shown)
         digest, nbytes, resumed = _with_retries(
             shown, retries, backoff,
-            lambda: _fetch_to_file(url, part, size=size, timeout=timeout, headers=headers, chunk_size=chunk_size),
+            lambda: _fetch_to_file(url, part, size=size, timeout=timeout, headers=headers, chunk_size=chunk_size,
+                                   bounds=bounds),
+            bounds,
         )
         problem = None
         if size is not None and nbytes != size:
@@ -146,14 +178,10 @@ def download(
             f"checksum mismatch for {shown}: {problem}; the downloaded file was deleted",
             culprit=shown, expected=expected or "", actual=digest,
         )
-    try:
-        if expected is None and lock is not None:
-            lock.record(key, digest, nbytes)
-            log.info("%s: recorded sha256 %s in %s", shown, digest, lock.path)
-        os.replace(part, dest)
-    except BaseException:
-        _unlink(part)
-        raise
+    if expected is None and lock is not None:
+        lock.record(key, digest, nbytes)
+        log.info("%s: recorded sha256 %s in %s", shown, digest, lock.path)
+    os.replace(part, dest)
     log.info("%s -> %s (%d bytes, sha256 %s)", shown, dest, nbytes, digest)
     return Downloaded(dest, digest, nbytes, fetched=True)
 
@@ -166,12 +194,16 @@ def fetch_bytes(
     backoff: float = 1.0,
     timeout: float = 60.0,
     headers: dict[str, str] | None = None,
+    deadline: float | None = None,
 ) -> bytes:
-    """GET a small resource into memory (same retry rules as ``download``); larger than ``max_bytes`` is an error."""
+    """GET a small resource into memory (same retry rules as ``download``); larger than ``max_bytes`` is an
+    error, and so is taking longer than ``deadline`` seconds (default ``limits.download_deadline_s``)."""
     shown = redact_url(url)
+    bounds = _Bounds.start(shown, None, max_bytes, deadline)
 
     def once() -> bytes:
-        with _open(url, 0, timeout, headers) as resp:
+        bounds.check_time(0)
+        with _open(url, 0, min(timeout, max(bounds.left(), 0.001)), headers) as resp:
             length = _int_header(resp, "Content-Length")
             body = b""
             while len(body) <= max_bytes:
@@ -179,20 +211,59 @@ def fetch_bytes(
                 if not chunk:
                     break
                 body += chunk
+                bounds.check_time(len(body))
         if len(body) > max_bytes:
             raise ResponseTooLarge(f"{shown}: response is larger than {max_bytes} bytes")
         if length is not None and len(body) < length:
             raise _Transient(f"connection closed after {len(body)} of {length} bytes")
         return body
 
-    return _with_retries(shown, retries, backoff, once)
+    return _with_retries(shown, retries, backoff, once, bounds)
 
 
 # ----------------------------------------------------------------------------------------------------
 # internals
 
 
-def _with_retries(shown: str, retries: int, backoff: float, attempt_fn: Callable[[], T]) -> T:
+@dataclass(frozen=True)
+class _Bounds:
+    """The byte cap (for a download of unknown size) and the monotonic deadline of one download."""
+
+    shown: str
+    dest: Path | None
+    max_bytes: int
+    deadline_s: float
+    until: float
+
+    @classmethod
+    def start(cls, shown: str, dest: Path | None, max_bytes: int | None, deadline: float | None) -> "_Bounds":
+        cap = int(max_bytes if max_bytes is not None else limit("download_max_bytes"))
+        seconds = float(deadline if deadline is not None else limit("download_deadline_s"))
+        return cls(shown, dest, cap, seconds, time.monotonic() + seconds)
+
+    def left(self) -> float:
+        return self.until - time.monotonic()
+
+    def check_time(self, received: int) -> None:
+        if self.left() <= 0:
+            raise DownloadError(
+                f"download of {self.shown}{self._to()} did not finish within {self.deadline_s:g} s "
+                f"({received} bytes received); raise {limit_setting('download_deadline_s')} for a slow "
+                f"but genuine server", url=self.shown)
+
+    def check_bytes(self, total: int) -> None:
+        if total > self.max_bytes:
+            raise DownloadError(
+                f"download of {self.shown}{self._to()} exceeds {self.max_bytes} bytes and its size is not "
+                f"known in advance; raise {limit_setting('download_max_bytes')} if the file is genuine",
+                url=self.shown)
+
+    def _to(self) -> str:
+        return f" to {self.dest}" if self.dest is not None else ""
+
+
+def _with_retries(shown: str, retries: int, backoff: float, attempt_fn: Callable[[], T],
+                  bounds: _Bounds | None = None) -> T:
     attempt = 0
     while True:
         try:
@@ -200,11 +271,17 @@ def _with_retries(shown: str, retries: int, backoff: float, attempt_fn: Callable
         except _Transient as exc:
             if attempt >= retries:
                 raise DownloadError(
-                    f"download of {shown} failed after {attempt + 1} attempts: {exc}", url=shown
+                    f"download of {shown}{bounds._to() if bounds else ''} failed after {attempt + 1} attempts: "
+                    f"{exc}", url=shown
                 ) from None
             delay = min(_MAX_DELAY, backoff * 2**attempt)
             if exc.retry_after is not None:
                 delay = min(max(delay, exc.retry_after), 2 * _MAX_DELAY)
+            if bounds is not None and delay >= bounds.left():
+                raise DownloadError(
+                    f"download of {shown}{bounds._to()} failed after {attempt + 1} attempts ({exc}) and the "
+                    f"next retry would pass its deadline of {bounds.deadline_s:g} s "
+                    f"({limit_setting('download_deadline_s')})", url=shown) from None
             attempt += 1
             log.warning("%s: %s; retry %d of %d in %.1f s", shown, exc, attempt, retries, delay)
             time.sleep(delay)
@@ -240,9 +317,12 @@ class _RangeNotSatisfiable(Exception):
         self.total = total
 
 
-def _fetch_to_file(url: str, part: Path, *, size: int | None, timeout: float, headers, chunk_size: int) -> tuple[str, int, bool]:
+def _fetch_to_file(url: str, part: Path, *, size: int | None, timeout: float, headers, chunk_size: int,
+                   bounds: _Bounds) -> tuple[str, int, bool]:
     """One attempt: continue or start ``part``; return (sha256, bytes in part, whether it resumed)."""
     shown = redact_url(url)
+    bounds.check_time(0)
+    timeout = min(timeout, max(bounds.left(), 0.001))  # the wait for headers counts against the deadline too
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset > size:
         _unlink(part)
@@ -276,6 +356,8 @@ def _fetch_to_file(url: str, part: Path, *, size: int | None, timeout: float, he
                 log.info("%s: server ignored the range request; restarting from byte 0", shown)
             offset, mode = 0, "wb"
         length = _int_header(resp, "Content-Length")
+        if size is None and length is not None:
+            bounds.check_bytes(offset + length)  # refuse a declared oversize before reading it
         received = 0
         with open(part, mode) as fh:
             while True:
@@ -287,6 +369,9 @@ def _fetch_to_file(url: str, part: Path, *, size: int | None, timeout: float, he
                 received += len(chunk)
                 if size is not None and offset + received > size:
                     break  # more than the expected size: stop, verification reports it
+                if size is None:
+                    bounds.check_bytes(offset + received)
+                bounds.check_time(offset + received)
             fh.flush()
             os.fsync(fh.fileno())
     total = offset + received
@@ -296,8 +381,10 @@ def _fetch_to_file(url: str, part: Path, *, size: int | None, timeout: float, he
 
 
 def _read(resp, url: str, n: int) -> bytes:
+    """At most ``n`` bytes, returning as soon as any arrive (``read(n)`` would wait for all ``n``, so a
+    server trickling bytes would never reach the deadline check between reads)."""
     try:
-        return resp.read(n)
+        return getattr(resp, "read1", resp.read)(n)
     except (OSError, http.client.HTTPException) as exc:
         raise _Transient(scrub(_describe(exc), url)) from None
 

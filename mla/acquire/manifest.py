@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,8 @@ from mla.acquire.errors import AcquireError
 from mla.io import write_json
 
 FORMAT = "mla-raw-manifest/1"
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def hash_files(root: str | Path, relpaths: Iterable[str], workers: int = 4) -> list[dict[str, Any]]:
@@ -71,5 +74,35 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
         raise AcquireError(f"{path}: cannot read manifest: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("files"), list):
         raise AcquireError(f"{path}: not a {FORMAT} manifest")
-    doc["files"] = {f["path"]: {"size": f["size"], "sha256": f["sha256"]} for f in doc["files"]}
+    files: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(doc["files"]):
+        rel = check_entry(path, i, entry)
+        if rel in files:
+            raise AcquireError(f"{path}: files[{i}] ({rel!r}): listed twice")
+        files[rel] = {"size": entry["size"], "sha256": entry["sha256"]}
+    doc["files"] = files
     return doc
+
+
+def check_entry(manifest: Path, index: int, entry: Any) -> str:
+    """The ``path`` of one manifest entry after checking it is a plain relative path inside the copy
+    (no ``..``, not absolute, no drive letter or backslash) with an integer size and a sha256."""
+    where = f"{manifest}: files[{index}]"
+    if not isinstance(entry, dict):
+        raise AcquireError(f"{where}: expected an object with path, size and sha256, got {type(entry).__name__}")
+    rel = entry.get("path")
+    if not isinstance(rel, str) or not rel:
+        raise AcquireError(f"{where}: 'path' must be a non-empty string, got {rel!r}")
+    where = f"{where} ({rel!r})"
+    parts = rel.split("/")
+    if rel.startswith("/") or _DRIVE.match(rel) or "\\" in rel:
+        raise AcquireError(f"{where}: an absolute or non-POSIX path; entries are relative to the copy's root")
+    if any(p in ("", ".", "..") for p in parts) or "\0" in rel:
+        raise AcquireError(f"{where}: paths must stay inside the copy (no '..', '.' or empty components)")
+    size = entry.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise AcquireError(f"{where}: 'size' must be a non-negative integer, got {size!r}")
+    digest = entry.get("sha256")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise AcquireError(f"{where}: 'sha256' must be 64 lower-case hex digits, got {digest!r}")
+    return rel

@@ -11,9 +11,20 @@ import base64
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-# Query parameters whose values are secrets (matched case-insensitively as substrings of the name).
+# Query parameters whose values are secrets, matched case-insensitively: names holding one of these
+# words (password, passwd, token, access_token, api_key, apikey, client_secret, signature, sig, ...),
+# the short names below exactly (``pw=``, ``pwd=``, ``sas=``: too short to match inside other names),
+# and every parameter of AWS's pre-signed URLs (``X-Amz-Credential``, ``X-Amz-Signature``, ...).
 _SECRET_PARAM = re.compile(r"token|key|secret|passw|sig|credential|auth|session|code", re.IGNORECASE)
+_SECRET_EXACT = {"pw", "pwd", "sas", "pass"}
+_SECRET_PREFIX = ("x-amz-",)
 MASK = "***"
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a query parameter called ``name`` carries a credential."""
+    low = name.strip().lower()
+    return bool(_SECRET_PARAM.search(low)) or low in _SECRET_EXACT or low.startswith(_SECRET_PREFIX)
 
 
 def _secret_values(url: str) -> list[str]:
@@ -24,7 +35,7 @@ def _secret_values(url: str) -> list[str]:
     if parts.username:
         values += [parts.username, unquote(parts.username)]
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if value and _SECRET_PARAM.search(name):
+        if value and is_secret_param(name):
             values += [value, quote(value, safe="")]
     return sorted({v for v in values if v}, key=len, reverse=True)
 
@@ -37,7 +48,7 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
     query = urlencode(
-        [(k, MASK if v and _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        [(k, MASK if v and is_secret_param(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
         safe="*",
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))

@@ -6,6 +6,7 @@ to ``URL/k`` (so one loopback server can play ``raw`` and ``media``), a dict rep
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,32 @@ def split_spec(sources: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in sources["split_lists"]:
         raise AcquireError(f"no official split lists for {name!r}; known: {', '.join(sorted(sources['split_lists']))}")
     return copy.deepcopy(sources["split_lists"][name])
+
+
+LIMITS = ("archive_max_bytes", "download_max_bytes", "download_deadline_s")
+
+
+@functools.lru_cache(maxsize=None)
+def _limits(path: str) -> tuple[tuple[str, float], ...]:
+    section = load_sources(path).get("limits")
+    if not isinstance(section, dict):
+        raise AcquireError(f"{path}: missing mapping 'limits' ({', '.join(LIMITS)})")
+    out = []
+    for key in LIMITS:
+        value = section.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise AcquireError(f"{path}: limits.{key} must be a positive number, got {value!r}")
+        out.append((key, value))
+    return tuple(out)
+
+
+def limit(key: str, path: str | Path | None = None) -> float:
+    """The cap ``limits.<key>`` of the sources file (see ``LIMITS``); read once per file."""
+    if key not in LIMITS:
+        raise KeyError(f"unknown limit {key!r}; known: {', '.join(LIMITS)}")
+    return dict(_limits(str(Path(path) if path is not None else SOURCES_FILE)))[key]
+
+
+def limit_setting(key: str) -> str:
+    """How a message names the setting that raises ``key``."""
+    return f"limits.{key} in {SOURCES_FILE}"

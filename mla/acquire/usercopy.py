@@ -80,6 +80,9 @@ def verify_user_copy(
         raise AcquireError(f"{dataset}: the manifest {manifest} must be written outside the user's copy {root}")
 
     ref = load_manifest(reference) if reference is not None else None
+    if ref is not None:
+        for rel in ref["files"]:
+            confined(root, rel, reference)
     if layout:
         if ids is None:
             raise AcquireError(f"{dataset}: a layout needs the sample ids (from the split lists)")
@@ -229,6 +232,23 @@ def _locate(root: Path, wanted: list[str]) -> tuple[dict[str, str], list[str]]:
         else:
             missing.append(rel)
     return found, missing
+
+
+def confined(root: Path, rel: str, reference: str | Path) -> Path:
+    """``root / rel`` if it resolves inside ``root`` (links followed); otherwise an error naming the entry.
+
+    A reference manifest comes from someone else: none of its entries may make us read a file
+    outside the copy it describes, through ``..`` (refused when it is loaded) or a symbolic link.
+    """
+    path = root / rel
+    real_root = root.resolve()
+    resolved = path.resolve()
+    if resolved != real_root and real_root not in resolved.parents:
+        raise LayoutError(
+            f"{reference}: entry {rel!r} resolves to {resolved}, outside the copy at {root} (a symbolic link "
+            f"under the root leads out of it); a reference manifest is only checked against files inside "
+            f"the copy: replace the link by the files, or verify without the reference")
+    return path
 
 
 def _inside(path: Path, root: Path) -> bool:

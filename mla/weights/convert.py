@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -52,6 +53,7 @@ import torch
 from mla.data.splits import sha256_file
 from mla.io import atomic_file
 from mla.models.encoders import ENCODERS
+from mla.weights.declared import declared_state
 from mla.weights.safe_load import read_checkpoint
 
 KINDS = ("m3ae", "cavmae", "released")
@@ -144,6 +146,9 @@ def gather(source: dict[str, Any], expected: dict[str, tuple[int, ...]], plan: P
         if tuple(tensor.shape) != shape:
             raise ConversionError(f"{what}: parameter {src!r} has shape {tuple(source[src].shape)}, "
                                   f"which gives {tuple(tensor.shape)} for {ours}; expected {shape}")
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            raise ConversionError(f"{what}: parameter {src!r} (for {ours}) holds NaN or infinite values; the "
+                                  f"file is damaged or the run it comes from diverged")
         out[ours] = tensor.clone(memory_format=torch.contiguous_format)  # own, compact storage for torch.save
         used.add(src)
     return out, sorted(set(source) - used)
@@ -221,20 +226,28 @@ def convert_cavmae(obj: Any, source: str, options: dict) -> tuple[dict, dict]:
 
 def convert(kind: str, src: str | Path, options: dict | None = None,
             released_patch_order: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read ``src`` safely and convert it; returns (state dict, report)."""
-    options = options or {}
-    obj = read_checkpoint(src)
-    if kind == "m3ae":
-        sd, report = convert_m3ae(obj, str(src), options, released_patch_order)
-    elif kind == "cavmae":
-        sd, report = convert_cavmae(obj, str(src), options)
-    elif kind == "released":
-        from mla.weights.released import convert_released
+    """Read ``src`` safely and convert it; returns (state dict, report).
 
-        sd, report = convert_released(obj, str(src), options)
-    else:
+    A torch zip source is converted twice: first its declared tensors (``meta`` tensors, nothing
+    allocated), so every name and shape is checked against our modules before a byte is read; then
+    the real tensors."""
+    options = options or {}
+    if kind not in KINDS:
         raise ValueError(f"unknown weights kind {kind!r}; valid: {', '.join(KINDS)}")
+    if zipfile.is_zipfile(src):
+        _convert_obj(kind, declared_state(src), str(src), options, released_patch_order)
+    sd, report = _convert_obj(kind, read_checkpoint(src), str(src), options, released_patch_order)
     return sd, {"kind": kind, "options": options, **report}
+
+
+def _convert_obj(kind: str, obj: Any, source: str, options: dict, released_patch_order: bool) -> tuple[dict, dict]:
+    if kind == "m3ae":
+        return convert_m3ae(obj, source, options, released_patch_order)
+    if kind == "cavmae":
+        return convert_cavmae(obj, source, options)
+    from mla.weights.released import convert_released
+
+    return convert_released(obj, source, options)
 
 
 def convert_file(kind: str, src: str | Path, out: str | Path, options: dict | None = None,
