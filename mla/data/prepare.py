@@ -44,6 +44,10 @@ from mla.features.wordpiece import VocabError, WordPiece, build_vocab
 from mla.io import atomic_directory, write_json
 
 FORMAT_VERSION = 1
+# Said when files are missing (Kinetics-Sounds has its own hint: it may exclude listed clips).
+PARTIAL_HINT = ("{d} must have every file its split lists name. To prepare a partial copy, give lists that name only "
+                "the samples you have and set config key prepare.{d}.verify_lists: false (command line: "
+                "--set prepare.{d}.verify_lists=false); the store's manifest then records lists_verified: false")
 MODULES = {
     "cremad": "mla.data.cremad",
     "ks": "mla.data.kinetics_sounds",
@@ -78,24 +82,35 @@ def dataset_module(dataset: str) -> ModuleType:
     return importlib.import_module(MODULES[dataset])
 
 
-def read_lists(name: str, split_dir: str | Path, verify: bool) -> tuple[SplitLists, dict[str, str]]:
+def not_official_hint(dataset: str) -> str:
+    """What to do about split lists that are not the official ones (the settings named)."""
+    return (f"; these are not the official lists: fetch them with `mla acquire --dataset {dataset} --splits DIR`, "
+            f"or, to prepare from other lists (a subset of the data, or a copy written by `mla fixture`), set config "
+            f"key prepare.{dataset}.verify_lists: false (command line: --set prepare.{dataset}.verify_lists=false)")
+
+
+def read_lists(name: str, split_dir: str | Path, verify: bool, dataset: str = "") -> tuple[SplitLists, dict[str, str]]:
     """Parse the official lists ``name`` of ``sources.yaml`` from ``split_dir``; with ``verify`` their
-    sha256 and record counts must be the pinned ones (MLA.md 3.12). Returns the lists and
-    ``{file name: sha256}``."""
+    record counts and sha256 must be the pinned ones, and an error names the file and the setting that
+    accepts other lists (``prepare.<dataset>.verify_lists``). Returns the lists and ``{file name: sha256}``."""
     sources = load_sources()
     spec = split_spec(sources, name)
-    if not verify:
-        for entry in sources["split_lists"][name]["files"].values():
-            entry.pop("records", None)
+    for entry in sources["split_lists"][name]["files"].values():
+        entry.pop("records", None)  # counted below, where the error can say what to do
     lists = read_split_lists(name, split_dir, sources=sources)
+    hint = not_official_hint(dataset or name)
     sha = {}
     for role, entry in spec["files"].items():
         path = lists.paths[role]
         sha[path.name] = sha256_file(path)
-        if verify and sha[path.name] != entry["sha256"]:
-            raise SplitFormatError(f"{path}: sha256 {sha[path.name]} differs from the official list's {entry['sha256']} "
-                                   f"(MLA.md 3.12); fetch it with `mla acquire --splits`, or set verify_lists: false "
-                                   f"for lists that are not the official ones")
+        if not verify:
+            continue
+        found = len(lists.classes) if role == "classes" else len(lists.samples[role])
+        if entry.get("records") is not None and found != entry["records"]:
+            raise SplitFormatError(f"{path}: {found} records, expected {entry['records']}{hint}")
+        if sha[path.name] != entry["sha256"]:
+            raise SplitFormatError(f"{path}: sha256 {sha[path.name]} differs from the official list's "
+                                   f"{entry['sha256']}{hint}")
     return lists, sha
 
 
@@ -151,8 +166,9 @@ def _rows(samples: list[Sample], opts: dict, tokenizer: WordPiece | None, pool: 
 def _tokenizer(opts: dict, train: list[Sample], modality: str) -> tuple[WordPiece, dict]:
     t = opts["text"]
     if t["vocab"] is None:
-        raise VocabError("text tokenisation needs BERT's WordPiece vocabulary (bert-base-uncased vocab.txt, MLA.md "
-                         "3.11.4): give its path with --vocab (config key prepare.<dataset>.text.vocab), or "
+        raise VocabError("text tokenisation needs BERT's WordPiece vocabulary (bert-base-uncased vocab.txt, as the "
+                         "released code's data/extract_token.py uses): give its path with --vocab (config key "
+                         "prepare.<dataset>.text.vocab), or "
                          "'build' to build a stand-in vocabulary from the training split")
     if t["vocab"] == "build":
         vocab = build_vocab((s.inputs[modality].text for s in train), t["build_size"], t["min_freq"])
@@ -192,11 +208,12 @@ def prepare(dataset: str, raw_dir: str | Path, split_dir: str | Path, out_dir: s
         raise FileNotFoundError(f"{dataset}: raw directory {raw_dir} does not exist")
 
     # 1. lists and files
-    lists, list_sha = read_lists(module.SPLIT_LISTS, split_dir, opts["verify_lists"])
+    lists, list_sha = read_lists(module.SPLIT_LISTS, split_dir, opts["verify_lists"], dataset)
     resolved: Resolved = module.resolve(lists, raw_dir, opts)
     if opts["verify_lists"] and len(resolved.classes) != info.n_classes:
-        raise ValueError(f"{dataset}: the lists have {len(resolved.classes)} classes, the catalog {info.n_classes}")
-    require_files(resolved.samples, dataset, getattr(module, "HINT", ""))
+        raise ValueError(f"{dataset}: the lists have {len(resolved.classes)} classes, the catalog {info.n_classes}"
+                         f"{not_official_hint(dataset)}")
+    require_files(resolved.samples, dataset, getattr(module, "HINT", None) or PARTIAL_HINT.format(d=dataset))
     for role in ("train", "test"):
         kept, excl, listed = len(resolved.samples[role]), len(resolved.excluded.get(role, [])), len(lists.samples[role])
         if kept + excl != listed:  # a module bug, never a data condition
