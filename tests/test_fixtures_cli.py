@@ -55,6 +55,11 @@ def test_walkthrough_prepare_and_train_on_the_mvsa_fixture(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     store = ["--dataset", "mvsa", "--raw", str(out / "raw"), "--splits", str(out / "splits"),
              "--out", "data/features/mvsa"]
+    # without the fixture's sources file, acquire checks the lists against the official ones and says what to do
+    assert cli.main(["acquire", "--dataset", "mvsa", "--lists", str(out / "splits"), "--root", str(out / "raw"),
+                     "--in-place", "--manifest", "m.json"]) == 1
+    assert "my_train_mvsa.txt: 9 records, expected 1555; these are not the official lists" in capsys.readouterr().err
+    assert not Path("m.json").exists()
     # the paper's config checks the lists against the official ones, and says how to accept others
     assert cli.main(["prepare", "--config", PAPER, *store, "--vocab", str(out / "vocab.txt")]) == 1
     err = capsys.readouterr().err
