@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mla import cli
+from mla import cli, config, grid
 from mla.data.prepare import prepare
 from mla.data.samples import MissingFilesError
 from mla.fixtures.datasets import KS_GONE, MVSA, MVSA_TEST
@@ -44,6 +44,12 @@ def test_acquire_verifies_every_fixture_copy_against_its_pinned_lists(tmp_path, 
     if dataset == "ks":
         args += ["--allow-missing", str(out / "ks_unavailable.txt")]
     assert cli.main(args) == 0
+    # the training config is valid and names this dataset's copy, lists' acceptance and the ks listing
+    cfg = config.load(out / "train.yaml")
+    assert cfg["datasets"] == [dataset] and cfg["raw"] == {dataset: {"path": str(out / "raw")}}
+    assert cfg["prepare"][dataset]["verify_lists"] is False
+    assert cfg["prepare"][dataset].get("allow_missing") == (str(out / "ks_unavailable.txt") if dataset == "ks" else None)
+    assert [j.id for j in grid.jobs(cfg)][-2:] == [f"train/{dataset}/concat", f"train/{dataset}/mla"]
     files = json.loads((tmp_path / "manifest.json").read_text())["files"]
     on_disk = sorted(p.relative_to(out / "raw").as_posix() for p in (out / "raw").rglob("*") if p.is_file())
     assert files and {f["path"] for f in files} <= set(on_disk)  # the files the lists need, each hashed
