@@ -112,7 +112,7 @@ def test_counts_labels_shapes_and_manifest(fixtures, stores):
             assert [data.classes[y] for y in data.labels] == [listed[i] for i in data.ids]
         assert set(man["source_sha256"]) == {p.name for p in fixtures[ds][1].iterdir()}
 
-    # MLA's class index: position in the sorted class file (3.11.1); KS: the OGM-GE index itself
+    # MLA's class index: position in the sorted class file (released dataset/dataset.py L91); KS: the OGM-GE index
     assert stores["cremad"][1]["classes"] == ["Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad"]
     assert stores["mvsa"][1]["classes"] == ["negative", "neutral", "positive"]
     assert stores["iemocap"][1]["classes"] == ["Angry", "Happy", "Neutral", "Sad"]
@@ -265,7 +265,7 @@ def test_list_and_source_errors_name_the_culprit(fixtures, vocab_file, tmp_path)
     write_lines(bad / "my_train_cre.txt", lines)
     with pytest.raises(SplitFormatError, match=rf"my_train_cre.txt:2: clip '1002_IEO_ANG_HI' is labelled 'Sad'"):
         prepare("cremad", raw, bad, tmp_path / "x", UNVERIFIED, split_seed=SEED, val_fraction=VAL)
-    # the default checks the lists against the official ones (sha256 and record counts, MLA.md 3.12)
+    # the default checks the lists against the official ones (sha256 and record counts pinned in sources.yaml)
     with pytest.raises(SplitFormatError, match=r"my_train_cre.txt: 9 records, expected 6698; these are not the "
                                                r"official lists.*set config key prepare.cremad.verify_lists: false "
                                                r"\(command line: --set prepare.cremad.verify_lists=false\)"):

@@ -1,4 +1,4 @@
-"""Download the official split lists at their pinned commits, verify them (sha256 from MLA.md §3.12),
+"""Download the official split lists at their pinned commits, verify them (sha256 in sources.yaml),
 and read them back as ``(sample id, label)`` lists with their class names."""
 from __future__ import annotations
 

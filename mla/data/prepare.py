@@ -55,23 +55,27 @@ MODULES = {
     "mvsa": "mla.data.mvsa",
     "iemocap": "mla.data.iemocap",
 }
-# How each kind of input becomes an array, for the manifest (MLA.md sections in brackets).
+# How each kind of input becomes an array, for the manifest (in brackets: the released code's files at
+# commit ab6c184 that do the same).
 RECIPES = {
     "wav": "soundfile read (must be audio.sample_rate), waveform mean removed, torchaudio Kaldi fbank: htk_compat, "
-           "hanning window, dither 0, no energy; zero-padded or cut to n_frames; not normalised [3.11.2, 3.11.5]",
+           "hanning window, dither 0, no energy; zero-padded or cut to n_frames; not normalised "
+           "[data/extract_fbank.py, data/preprocess_iemo.py]",
     "track": "audio stream resampled to audio.sample_rate 16-bit PCM by libswresample (ffmpeg's pcm_s16le "
-             "conversion), /32768, mean of all channels removed, channel 0, then the fbank of 'wav' [3.11.2, 3.11.3]",
+             "conversion), /32768, mean of all channels removed, channel 0, then the fbank of 'wav' "
+             "[data/mp4_to_wav.py, data/extract_fbank.py]",
     "frames": "PyAV decode; keep frames i with i % int(fps) == 0 (fps = the stream's average rate, truncated: "
-              "the first frame of every second); frames 0, n//3, 2(n//3) of the n kept (sorted, D15); RGB, "
-              "bilinear resize to size x size as the test transform Resize((224, 224)); no JPEG round trip [3.11.2]",
-    "image": "RGB, Resize(size, bicubic) of the shorter side + CenterCrop(size): the test transform [3.11.4]",
+              "the first frame of every second); frames 0, n//3, 2(n//3) of the n kept (sorted by time; the "
+              "released code lists them unsorted); RGB, bilinear resize to size x size as the test transform "
+              "Resize((224, 224)); no JPEG round trip [data/video_preprocessing.py, dataset/dataset.py]",
+    "image": "RGB, Resize(size, bicubic) of the shorter side + CenterCrop(size): the test transform [dataset/dataset.py]",
     "face": "the dialogue video's first frame at or after the utterance's midpoint; the region of the frame (the "
             "speaker's half, or face.region); face.crop haar: OpenCV's frontal-face Haar cascade (face_detector), "
             "the largest box enlarged by its margin to a square inside the region; no face found, or face.crop "
             "center: the region's largest centred square (with haar, such samples are listed under "
-            "face_fallback); bilinear resize to image.size [3.11.5]",
+            "face_fallback); bilinear resize to image.size [dataset/dataset.py]",
     "text": "BERT bert-base-uncased WordPiece (pure Python), no [CLS]/[SEP], truncated or padded with [PAD] = 0 to "
-            "text.max_len; padding mask = ids == 0 [3.11.4]",
+            "text.max_len; padding mask = ids == 0 [data/extract_token.py]",
 }
 
 
