@@ -115,3 +115,25 @@ def test_ks_fixture_lists_its_absent_clip(tmp_path):
     assert KS_GONE in (out / "ks_unavailable.txt").read_text().splitlines()
     assert not list((out / "raw").rglob(f"{KS_GONE}.mp4"))
     assert KS_GONE in (out / "splits" / "KineticSound_my_train.txt").read_text()
+
+
+def test_unreachable_download_host_fails_fast_and_says_how_to_place_the_files(tmp_path, capsys):
+    """CREMA-D's download with its host refusing connections: one attempt, the host named, and the way
+    round it (a Git LFS clone verified in place) spelled out."""
+    import socket
+    import time
+
+    out = fixture(tmp_path, "cremad")
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    assert cli.main(["acquire", "--dataset", "cremad", "--sources", str(out / "sources.yaml"), "--lists",
+                     str(out / "splits"), "--root", str(tmp_path / "raw"), "--commit", "1" * 40,
+                     "--base-url", f"http://127.0.0.1:{port}", "--retries", "5"]) == 1
+    assert time.monotonic() - start < 10  # five retries with backoff would take 31 s
+    err = capsys.readouterr().err
+    assert f"mla acquire: error: network unreachable: 127.0.0.1:{port} (" in err
+    assert f"acquire needs access to 127.0.0.1:{port}" in err
+    assert ("or place the files yourself: clone the dataset's repository with Git LFS, then run mla acquire "
+            f"--dataset cremad --in-place --root <clone> --manifest <file> --lists {out / 'splits'}") in err
