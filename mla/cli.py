@@ -98,6 +98,15 @@ def cmd_score_released(args: argparse.Namespace) -> None:
     print(f"{args.dataset}: {m['test_count']} test examples; multi ({fused}); {alone} -> {args.out}/metrics.json")
 
 
+def cmd_fixture(args: argparse.Namespace) -> None:
+    from mla.fixtures import write_fixture
+
+    out = write_fixture(args.dataset, args.out, args.config)
+    print(f"{out}: a {args.dataset} fixture copy: raw/ (the dataset's layout), splits/ (lists in the official "
+          f"format, not the official lists), sources.yaml (pins those lists), train.yaml (a tiny training config)"
+          f"; docs/try-real-data.md walks acquire -> prepare -> train on it")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mla", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -132,6 +141,11 @@ def parser() -> argparse.ArgumentParser:
     sp = add("report", cmd_report, "tables, figures and report.html")
     sp.add_argument("--out", default=None)
     add("jobs", cmd_jobs, "list the grid's job ids")
+    sp = add("fixture", cmd_fixture, "write a real dataset's small fixture copy in its real layout (try the "
+             "real-data steps without the data; see docs/try-real-data.md)")
+    sp.add_argument("--dataset", required=True, help="cremad, ks, food101, mvsa or iemocap")
+    sp.add_argument("--out", required=True, help="a new directory")
+    sp.set_defaults(config="config/paper.yaml")
     from mla.acquire.command import add_arguments as acquire_arguments
 
     acquire_arguments(add("acquire", cmd_acquire, "fetch split lists, download a dataset or verify a user copy"))

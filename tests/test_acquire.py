@@ -16,6 +16,7 @@ import os
 import re
 import tarfile
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +27,7 @@ import yaml
 
 from mla.acquire.archive import extract_archive
 from mla.acquire.cremad import acquire_cremad
-from mla.acquire.download import download
+from mla.acquire.download import NetworkUnreachable, download
 from mla.acquire.errors import (AcquireError, ChecksumError, DownloadError, LayoutError, SplitFormatError,
                                 UnsafeArchiveError)
 from mla.acquire.lfs import LfsPointer, fetch_pointer, parse_pointer
@@ -64,7 +65,7 @@ class Server:
     """Serves ``files`` (path -> bytes) with Range support and scripted faults per path.
 
     ``actions[path]`` is consumed one entry per request: an int answers with that status, ``"drop:N"``
-    sends the headers and N body bytes, then closes the connection.
+    sends the headers and N body bytes, then closes the connection, ``"close"`` closes it unanswered.
     """
 
     def __init__(self) -> None:
@@ -84,6 +85,9 @@ class Server:
                 server.requests.append((path, {k.lower(): v for k, v in self.headers.items()}))
                 queue = server.actions.get(path) or []
                 action = queue.pop(0) if queue else None
+                if action == "close":  # no answer at all: the client sees the connection closed
+                    self.close_connection = True
+                    return
                 if isinstance(action, int):
                     self.send_response(action)
                     self.send_header("Content-Length", "0")
@@ -246,13 +250,52 @@ def test_transient_errors_are_retried_but_not_404(server, tmp_path):
     assert not (tmp_path / "g.bin").exists()
 
 
-def test_connection_refused_is_retried_then_reported(tmp_path):
+def test_refused_connection_fails_fast_and_names_the_host_and_the_place(tmp_path, capsys):
+    """A port nobody listens on: no retry (backoff 30 s would show), the host and the destination named."""
     srv = Server()
-    url = srv.url
+    url, host = srv.url, srv.url.removeprefix("http://")
     srv.close()
-    with pytest.raises(DownloadError, match="after 2 attempts") as err:
-        download(url + "/f.bin", tmp_path / "f.bin", sha256="0" * 64, retries=1, backoff=0, timeout=5)
-    assert url in str(err.value)
+    start = time.monotonic()
+    with pytest.raises(NetworkUnreachable) as err:
+        download(url + "/f.bin", tmp_path / "f.bin", sha256="0" * 64, retries=5, backoff=30, timeout=5)
+    assert time.monotonic() - start < 5
+    assert str(err.value).startswith(f"network unreachable: {host} (")
+    assert f"acquire needs access to {host}, or place the file yourself at {tmp_path / 'f.bin'}" in str(err.value)
+    assert err.value.host == host and list(tmp_path.iterdir()) == []
+    # the split-list command says the same through the CLI
+    assert cli_main(["acquire", "--dataset", "cremad", "--splits", str(tmp_path / "s"), "--base-url", url]) == 1
+    err = capsys.readouterr().err
+    assert f"mla acquire: error: network unreachable: {host} (" in err and "or place the file yourself at " \
+        f"{tmp_path / 's' / 'my_train_cre.txt'}" in err
+
+
+def test_unreachable_means_no_name_no_route_or_refused():
+    """The classification behind the fast failure: DNS failures, refused connections and missing routes
+    are unreachable; timeouts and resets (and their URLError wrappers) stay transient and are retried."""
+    import errno
+    import socket
+    import urllib.error
+
+    from mla.acquire.download import _unreachable
+
+    dns = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    for exc in (dns, urllib.error.URLError(dns), ConnectionRefusedError(errno.ECONNREFUSED, "refused"),
+                urllib.error.URLError(OSError(errno.ENETUNREACH, "Network is unreachable")),
+                OSError(errno.EHOSTUNREACH, "No route to host")):
+        assert _unreachable(exc), exc
+    for exc in (TimeoutError("timed out"), urllib.error.URLError(TimeoutError("timed out")),
+                ConnectionResetError(errno.ECONNRESET, "reset"), urllib.error.URLError(ConnectionResetError())):
+        assert not _unreachable(exc), exc
+
+
+def test_transient_errors_are_still_retried(server, tmp_path):
+    """A 503, a dropped body and a connection closed without an answer are retried to success."""
+    data = blob(3000)
+    server.files["/f.bin"] = data
+    server.actions["/f.bin"] = [503, "drop:100", "close"]
+    got = download(server.url + "/f.bin", tmp_path / "f.bin", sha256=sha(data), **FAST)
+    assert got.fetched and (tmp_path / "f.bin").read_bytes() == data
+    assert len(server.paths_requested("/f.bin")) == 4
 
 
 def test_size_mismatch(server, tmp_path):

@@ -2,17 +2,14 @@
 dataset's real layout and naming, with split lists in the official formats (never the real files)."""
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-import soundfile as sf
 import yaml
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mla import catalog, cli, grid
 from mla.acquire.errors import SplitFormatError
@@ -25,254 +22,21 @@ from mla.features.face import face_crop
 from mla.features.media import frame_at
 from mla.features.store import load_split, load_vocab, read_manifest
 from mla.features.wordpiece import SPECIAL, VocabError, WordPiece, basic_tokenize, build_vocab
+# the fixture copies (one way to build them: `mla fixture` writes the same); other test modules import
+# the writers from here too
+from mla.fixtures.datasets import (CRE_CLIPS, CRE_TEST, FOOD, IEMO, IEMO_TEST, KS_GONE, KS_TEST, KS_TRAIN,  # noqa: F401
+                                   MAKERS, MVSA, MVSA_TEST, VOCAB, make_cremad, make_food101, make_iemocap, make_ks,
+                                   make_mvsa)
+from mla.fixtures.media import (draw_face, write_face_video, write_jpeg, write_jsonl, write_lines,  # noqa: F401
+                                write_video, write_wav)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED, VAL = 0, 0.34
 UNVERIFIED = {"verify_lists": False}  # fixture lists are not the official ones (sha256, record counts)
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "!", ",", ".", "a", "apple", "pie", "##s", "cafe",
-         "good", "day", "sad", "i", "am", "so", "angry", "happy", "##py", "un", "##hap", "soup", "hot"]
 
 
 def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-# ---------------------------------------------------------------- fixture writers (real formats)
-
-def write_wav(path: Path, seconds: float, sr: int = 16000, freq: float = 440.0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * sr)) / sr
-    sf.write(path, 0.3 * np.sin(2 * np.pi * freq * t), sr, subtype="PCM_16")
-
-
-def write_video(path: Path, fmt: str, codec: str, seconds: float, fps: int, size=(64, 48), audio_rate=None,
-                marker: bool = True) -> None:
-    """Left half: grey level 20 + 10 * second; right half: 255 on the first frame of each second, else 0
-    (``marker``), or grey level 200 - 10 * second."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    with av.open(str(path), "w", format=fmt) as c:
-        vs = c.add_stream(codec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        aus = c.add_stream("aac", rate=audio_rate, layout="stereo") if audio_rate else None
-        for i in range(int(seconds * fps)):
-            img = np.zeros((h, w, 3), np.uint8)
-            img[:, : w // 2] = 20 + 10 * (i // fps)
-            img[:, w // 2:] = (255 if i % fps == 0 else 0) if marker else 200 - 10 * (i // fps)
-            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        if aus is not None:
-            t = np.arange(int(seconds * audio_rate)) / audio_rate
-            data = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 880 * t)]).astype(np.float32)
-            for k in range(0, data.shape[1], 1024):
-                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, k:k + 1024]), format="fltp", layout="stereo")
-                fr.sample_rate, fr.pts = audio_rate, k
-                for p in aus.encode(fr):
-                    c.mux(p)
-            for p in aus.encode():
-                c.mux(p)
-
-
-def draw_face(img: Image.Image, cx: float, cy: float, s: float) -> None:
-    """A drawn frontal face that OpenCV's frontal-face Haar cascade detects (found by trial): a light
-    oval, dark brows and eyes, a lighter nose, a dark mouth; ``s`` is about half the face's width."""
-    d = ImageDraw.Draw(img)
-    d.ellipse([cx - s * 0.8, cy - s * 1.05, cx + s * 0.8, cy + s * 1.1], fill=(200, 180, 160))
-    for side in (-1, 1):
-        ex = cx + side * s * 0.35
-        d.rectangle([ex - s * 0.25, cy - s * 0.42, ex + s * 0.25, cy - s * 0.34], fill=(50, 40, 30))
-        d.ellipse([ex - s * 0.18, cy - s * 0.28, ex + s * 0.18, cy - s * 0.08], fill=(40, 30, 30))
-    nose = [(cx, cy - s * 0.1), (cx - s * 0.12, cy + s * 0.3), (cx + s * 0.12, cy + s * 0.3)]
-    d.polygon(nose, fill=(170, 150, 130))
-    d.rectangle([cx - s * 0.3, cy + s * 0.5, cx + s * 0.3, cy + s * 0.6], fill=(60, 30, 30))
-
-
-def write_face_video(path: Path, seconds: int, fps: int, size=(320, 160)) -> None:
-    """Left half: a drawn face (centre (70, 80), then one pixel further right each second) on grey 60;
-    right half: grey 120, no face."""
-    w, h = size
-    with av.open(str(path), "w", format="avi") as c:
-        vs = c.add_stream("mpeg4", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        for i in range(seconds * fps):
-            img = Image.new("RGB", size, (60, 60, 60))
-            img.paste((120, 120, 120), (w // 2, 0, w, h))
-            draw_face(img, 70 + i // fps, 80, 30)
-            for p in vs.encode(av.VideoFrame.from_ndarray(np.asarray(img), format="rgb24")):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-
-
-def write_jpeg(path: Path, size: tuple[int, int], level: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    img = np.full((h, w, 3), level, np.uint8)
-    img[: h // 8] = 250  # a bright top band: the centre crop of a tall image cuts it off
-    Image.fromarray(img).save(path, quality=95)
-
-
-def write_lines(path: Path, lines: list[str], end: str = "\n", final: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes((end.join(lines) + (end if final else "")).encode("utf-8"))
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-
-
-# ---------------------------------------------------------------- the five fixtures
-
-CRE_CLIPS = {  # id -> (label, FLV seconds): 2.2 s keeps 3 frames, 4.2 s 5, 7.1 s 8 (positions 0, 2, 4)
-    "1001_DFA_ANG_XX": ("Anger", 2.2), "1002_IEO_ANG_HI": ("Anger", 4.2), "1003_TIE_ANG_XX": ("Anger", 2.2),
-    "1001_IWL_HAP_XX": ("Happy", 7.1), "1002_DFA_HAP_LO": ("Happy", 2.2), "1003_IEO_HAP_XX": ("Happy", 2.2),
-    "1001_TIE_SAD_MD": ("Sad", 2.2), "1002_IWL_SAD_XX": ("Sad", 2.2), "1003_DFA_SAD_XX": ("Sad", 2.2),
-    "1004_DFA_ANG_XX": ("Anger", 2.2), "1004_IEO_HAP_XX": ("Happy", 2.2), "1004_TIE_SAD_XX": ("Sad", 2.2),
-}
-CRE_TEST = ["1004_DFA_ANG_XX", "1004_IEO_HAP_XX", "1004_TIE_SAD_XX"]
-
-
-def make_cremad(root: Path) -> tuple[Path, Path]:
-    """CREMA-D layout: ``AudioWAV/<id>.wav`` (16 kHz mono) and ``VideoFlash/<id>.flv`` with ids
-    ``<actor>_<sentence>_<emotion>_<level>`` (source: the CREMA-D repository's README and MLA.md
-    §3.11.2); lists in [C]'s ``<id> <label>`` format (MLA.md §3.12). ASSUMED: clip lengths, frame
-    sizes and tone content (any decodable media serve); FLV written with PyAV's flv1 codec."""
-    raw, splits = root / "raw", root / "splits"
-    for sid, (_label, seconds) in CRE_CLIPS.items():
-        write_wav(raw / "AudioWAV" / f"{sid}.wav", 1.5)
-        write_video(raw / "VideoFlash" / f"{sid}.flv", "flv", "flv", seconds, 30)
-    train = [s for s in CRE_CLIPS if s not in CRE_TEST]
-    write_lines(splits / "my_train_cre.txt", [f"{s}.flv {CRE_CLIPS[s][0]}" for s in train])
-    write_lines(splits / "my_test_cre.txt", [f"{s}.flv {CRE_CLIPS[s][0]}" for s in CRE_TEST])
-    write_lines(splits / "stat_cre.txt", ["Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad"], final=False)
-    return raw, splits
-
-
-KS_TRAIN = {"--4-0ihtnBU_000058_000068": 4, "-00nar1nEPc_000033_000043": 4, "0a1b2c3d4e5_000010_000020": 27,
-            "zz9_8y7x6w5_000000_000010": 27, "Qq1Ww2Ee3Rr_000100_000110": 13, "Tt5Yy6Uu7Ii_000005_000015": 13}
-KS_TEST = {"-3Mwkq-7TV4_2": 4, "-74csnCOiUs_0": 27, "-7aeB7vFtB4_37": 13}
-KS_GONE = "Gg0Hh1Jj2Kk_000001_000011"  # in the training list, not in the copy
-
-
-def make_ks(root: Path) -> tuple[Path, Path]:
-    """Kinetics-Sounds: one ``<id>.mp4`` per list id anywhere under the root (OGM-GE's lists, MLA.md
-    §3.11.3; CVDF-mirror style ``<youtube id>_<start>_<end>``). ASSUMED: the sub-folder layout of a
-    user's Kinetics-400 copy (any is accepted), and that test ids ``<yt>_<n>`` name files as-is."""
-    raw, splits = root / "raw", root / "splits"
-    for sid, idx in {**KS_TRAIN, **KS_TEST}.items():
-        sub = "test" if sid in KS_TEST else f"train/class_{idx}"  # Kinetics copies nest clips in folders
-        write_video(raw / sub / f"{sid}.mp4", "mp4", "h264", 2.5, 25, audio_rate=44100)
-    write_lines(splits / "KineticSound_my_train.txt",
-                [f"{s},10,{i}" for s, i in [*KS_TRAIN.items(), (KS_GONE, 13)]], end="\r\n")
-    write_lines(splits / "KineticSound_my_test.txt", [f"{s},10,{i}" for s, i in KS_TEST.items()], end="\r\n")
-    return raw, splits
-
-
-FOOD = {  # id -> (label, source jsonl, image size, text)
-    "apple_pie_1": ("apple_pie", "train", (80, 60), "Apple pies, a good day!"),
-    "apple_pie_2": ("apple_pie", "train", (60, 90), "apple pie"),
-    "apple_pie_3": ("apple_pie", "dev", (64, 64), "Café apple pie"),
-    "hot_dog_1": ("hot_dog", "train", (90, 60), "hot dog"), "hot_dog_2": ("hot_dog", "train", (60, 80), "Hot!"),
-    "hot_dog_3": ("hot_dog", "train", (70, 70), "hot hot"),
-    "miso_soup_1": ("miso_soup", "train", (64, 96), "miso soup"), "miso_soup_2": ("miso_soup", "train", (96, 64), "soup"),
-    "miso_soup_3": ("miso_soup", "train", (50, 50), "soup."),
-    "apple_pie_9": ("apple_pie", "test", (80, 80), "apple"), "hot_dog_9": ("hot_dog", "test", (80, 80), "hot"),
-    "miso_soup_9": ("miso_soup", "test", (80, 80), "a soup"),
-}
-
-
-def make_food101(root: Path) -> tuple[Path, Path]:
-    """UPMC Food-101: MMBT-style ``train/dev/test.jsonl`` (fields ``img``, ``text``, ``label``) plus
-    ``images/<split>/<label>/<label>_<n>.jpg`` (MLA.md §3.11.4; MMBT's preprocessing script).
-    ASSUMED: image sizes and texts; which jsonl holds each id (all three are searched)."""
-    raw, splits = root / "raw", root / "splits"
-    jsonl: dict[str, list] = {"train": [], "dev": [], "test": []}
-    for k, (sid, (label, src, size, text)) in enumerate(FOOD.items()):
-        folder = "test" if src == "test" else "train"
-        img = f"images/{folder}/{label}/{sid}.jpg"
-        write_jpeg(raw / img, size, 30 + 15 * k)
-        jsonl[src].append({"id": f"{label}_{sid}.jpg", "label": label, "text": text, "img": img})
-    jsonl["dev"].append({"id": "x", "label": "hot_dog", "text": "unused", "img": "images/train/hot_dog/hot_dog_7.jpg"})
-    for name, recs in jsonl.items():
-        write_jsonl(raw / f"{name}.jsonl", recs)
-    train = [s for s, v in FOOD.items() if v[1] != "test"]
-    write_lines(splits / "my_train_food.txt", [f"{s}.jpg {FOOD[s][0]}" for s in train])
-    write_lines(splits / "my_test_food.txt", [f"{s}.jpg {v[0]}" for s, v in FOOD.items() if v[1] == "test"])
-    write_lines(splits / "stat_food.txt", ["miso_soup", "apple_pie", "hot_dog"])
-    return raw, splits
-
-
-MVSA = {"477": ("positive", "train"), "4445": ("neutral", "train"), "4198": ("negative", "train"),
-        "12": ("positive", "train"), "13": ("neutral", "dev"), "14": ("negative", "train"),
-        "21": ("positive", "train"), "22": ("neutral", "train"), "23": ("negative", "train"),
-        "4141": ("neutral", "test"), "4772": ("positive", "dev"), "1786": ("negative", "test")}
-MVSA_TEST = ["4141", "4772", "1786"]
-
-
-def make_mvsa(root: Path) -> tuple[Path, Path]:
-    """MVSA-Single: ``data/<id>.jpg`` + ``data/<id>.txt`` and ``labelResultAll.txt`` (tab-separated
-    ``ID`` and ``text,image`` labels; MVSA's distribution), QMF's MMBT-style jsonl (MLA.md §3.11.4).
-    ASSUMED: image content and sizes; the text/image-agreement rule is checked, not assumed."""
-    raw, splits = root / "raw", root / "splits"
-    jsonl: dict[str, list] = {"train": [], "dev": [], "test": []}
-    ann = ["ID\ttext,image", "5\tpositive,negative"]  # a disagreeing pair, in no list (as in MVSA-Single)
-    for k, (sid, (label, src)) in enumerate(MVSA.items()):
-        write_jpeg(raw / "data" / f"{sid}.jpg", (60 + k, 70), 40 + 10 * k)
-        (raw / "data" / f"{sid}.txt").write_bytes(f"RT @user: so {label} today \xa1\xad".encode("latin-1"))
-        jsonl[src].append({"id": sid, "label": label, "text": f"RT @user: so {label} today \u00a1\u00ad",
-                           "img": f"data/{sid}.jpg"})
-        ann.append(f"{sid}\t{label},{label}")
-    write_lines(raw / "labelResultAll.txt", ann)
-    for name, recs in jsonl.items():
-        write_jsonl(raw / f"{name}.jsonl", recs)
-    write_lines(splits / "my_train_mvsa.txt", [f"{s}.jpg {v[0]}" for s, v in MVSA.items() if s not in MVSA_TEST])
-    write_lines(splits / "my_test_mvsa.txt", [f"{s}.jpg {MVSA[s][0]}" for s in MVSA_TEST])
-    write_lines(splits / "stat_mvsa.txt", ["positive", "neutral", "negative"], final=False)
-    return raw, splits
-
-
-IEMO = {  # utterance -> (label, EmoEvaluation category, [start, end], transcript)
-    "Ses01F_impro01_F000": ("Neutral", "neu", (0.5, 1.7), "Excuse me."),
-    "Ses01F_impro01_M000": ("Angry", "ang", (2.2, 4.0), "I am so angry!"),
-    "Ses01F_impro01_F001": ("Happy", "exc", (4.1, 5.0), "Happy day, happy day."),
-    "Ses01F_impro01_M001": ("Sad", "sad", (5.5, 7.5), "I am sad."),
-    "Ses02M_script01_1_F000": ("Happy", "hap", (0.3, 1.1), "A good day."),
-    "Ses02M_script01_1_M000": ("Angry", "ang", (1.2, 2.9), "Unhappy!"),
-    "Ses02M_script01_1_F001": ("Neutral", "neu", (3.0, 3.6), "Okay."),
-    "Ses02M_script01_1_M001": ("Sad", "sad", (3.7, 6.2), "So sad, so sad."),
-    "Ses02M_script01_1_F002": ("Neutral", "neu", (6.3, 7.0), "Sure."),
-}
-IEMO_TEST = ["Ses01F_impro01_M001", "Ses02M_script01_1_F002"]
-
-
-def make_iemocap(root: Path) -> tuple[Path, Path]:
-    """IEMOCAP: USC SAIL's ``IEMOCAP_full_release`` layout, ``Session<n>/sentences/wav/<dialog>/<utt>.wav``,
-    ``Session<n>/dialog/avi/DivX/<dialog>.avi`` and ``dialog/EmoEvaluation/<dialog>.txt`` (the
-    release's documentation; not described in MLA.md, so the layout itself is ASSUMED from the
-    public release), lists in [C]'s IEMOCAP format (MLA.md §3.11.5). ASSUMED: AVI codec and frame
-    sizes, utterance times."""
-    raw, splits = root / "raw", root / "splits"
-    evals: dict[tuple[int, str], list[str]] = {}
-    for k, (sid, (_label, cat, (start, end), _text)) in enumerate(IEMO.items()):
-        session, dialog = int(sid[3:5]), sid.rsplit("_", 1)[0]
-        write_wav(raw / f"Session{session}" / "sentences" / "wav" / dialog / f"{sid}.wav", end - start, freq=300 + 50 * k)
-        evals.setdefault((session, dialog), ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""])
-        evals[(session, dialog)] += [f"[{start:.4f} - {end:.4f}]\t{sid}\t{cat}\t[2.5000, 3.0000, 2.5000]",
-                                     "C-E1:\tNeutral;\t()", "A-E1:\tval 3; act 2; dom  2;\t()", ""]
-    for (session, dialog), lines in evals.items():
-        base = raw / f"Session{session}" / "dialog"
-        write_lines(base / "EmoEvaluation" / f"{dialog}.txt", lines)
-        write_video(base / "avi" / "DivX" / f"{dialog}.avi", "avi", "mpeg4", 8, 25, size=(96, 48), marker=False)
-    row = "{}.mp4 [split|sign] {} [split|sign] {}"
-    write_lines(splits / "my_train_iemo.txt", [row.format(s, v[3], v[0]) for s, v in IEMO.items() if s not in IEMO_TEST])
-    write_lines(splits / "my_test_iemo.txt", [row.format(s, IEMO[s][3], IEMO[s][0]) for s in IEMO_TEST])
-    write_lines(splits / "stat_iemo.txt", ["Neutral", "Angry", "Sad", "Happy"], final=False)
-    return raw, splits
-
-
-MAKERS = {"cremad": make_cremad, "ks": make_ks, "food101": make_food101, "mvsa": make_mvsa, "iemocap": make_iemocap}
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +112,7 @@ def test_counts_labels_shapes_and_manifest(fixtures, stores):
             assert [data.classes[y] for y in data.labels] == [listed[i] for i in data.ids]
         assert set(man["source_sha256"]) == {p.name for p in fixtures[ds][1].iterdir()}
 
-    # MLA's class index: position in the sorted class file (3.11.1); KS: the OGM-GE index itself
+    # MLA's class index: position in the sorted class file (released dataset/dataset.py L91); KS: the OGM-GE index
     assert stores["cremad"][1]["classes"] == ["Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad"]
     assert stores["mvsa"][1]["classes"] == ["negative", "neutral", "positive"]
     assert stores["iemocap"][1]["classes"] == ["Angry", "Happy", "Neutral", "Sad"]
@@ -501,8 +265,10 @@ def test_list_and_source_errors_name_the_culprit(fixtures, vocab_file, tmp_path)
     write_lines(bad / "my_train_cre.txt", lines)
     with pytest.raises(SplitFormatError, match=rf"my_train_cre.txt:2: clip '1002_IEO_ANG_HI' is labelled 'Sad'"):
         prepare("cremad", raw, bad, tmp_path / "x", UNVERIFIED, split_seed=SEED, val_fraction=VAL)
-    # the default checks the lists against the official ones (sha256 and record counts, MLA.md 3.12)
-    with pytest.raises(SplitFormatError, match=r"my_train_cre.txt: 9 records, expected 6698"):
+    # the default checks the lists against the official ones (sha256 and record counts pinned in sources.yaml)
+    with pytest.raises(SplitFormatError, match=r"my_train_cre.txt: 9 records, expected 6698; these are not the "
+                                               r"official lists.*set config key prepare.cremad.verify_lists: false "
+                                               r"\(command line: --set prepare.cremad.verify_lists=false\)"):
         prepare("cremad", raw, splits, tmp_path / "x", {}, split_seed=SEED, val_fraction=VAL)
 
     raw, splits = fixtures["food101"]

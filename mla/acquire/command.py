@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> None:
     if args.allow_missing and spec.get("kind") == "github_lfs" and not args.in_place:
         raise AcquireError(f"acquire: --allow-missing applies to copies verified in place; {args.dataset} is downloaded whole")
     if spec.get("kind") == "github_lfs" and not args.in_place:
+        from mla.acquire.download import NetworkUnreachable
         from mla.acquire.lfs import acquire_github_lfs
         from mla.acquire.official_splits import read_split_lists
 
@@ -75,8 +76,14 @@ def run(args: argparse.Namespace) -> None:
             raise AcquireError(f"acquire: {args.dataset} downloads the clips of the official lists; "
                                "give --splits DIR or --lists DIR")
         ids = read_split_lists(list_name, list_dir, sources=sources).ids()
-        print(acquire_github_lfs(args.dataset, args.root, ids, commit=args.commit, manifest=args.manifest,
-                                 workers=args.workers, **common))
+        try:
+            print(acquire_github_lfs(args.dataset, args.root, ids, commit=args.commit, manifest=args.manifest,
+                                     workers=args.workers, **common))
+        except NetworkUnreachable as exc:
+            raise NetworkUnreachable(
+                f"{exc}; or place the files yourself: clone the dataset's repository with Git LFS, then run "
+                f"mla acquire --dataset {args.dataset} --in-place --root <clone> --manifest <file> "
+                f"--lists {list_dir}", url=exc.url, host=exc.host) from None
     else:
         from mla.acquire.usercopy import verify_dataset_copy
 

@@ -3,8 +3,10 @@
 ``download(url, dest, sha256=...)`` streams into ``.<name>.part`` beside ``dest`` and hashes while it
 writes. An interrupted transfer keeps the ``.part`` file, and the next attempt (a retry, or a later run)
 asks for the rest with an HTTP ``Range`` request; a server that ignores the range (answers 200) is
-read from byte 0 again. Connection errors, truncated bodies, timeouts, 408/429 and 5xx answers are
-retried with exponential backoff; any other HTTP status (404, 403, ...) fails at once. Only a file
+read from byte 0 again. Transient errors (timeouts, resets, truncated bodies, 408/429 and 5xx answers)
+are retried with exponential backoff; any other HTTP status (404, 403, ...) fails at once, and so does
+a host that cannot be reached at all (no DNS answer, connection refused, no route: ``NetworkUnreachable``),
+since waiting for a network that is not there only delays the message. Only a file
 whose size and sha256 match is moved onto ``dest`` with ``os.replace``; a mismatch deletes the
 temporary file and raises ``ChecksumError`` naming the URL and both hashes (a resumed transfer that
 fails verification is first retried once from byte 0, in case the partial file was stale).
@@ -22,13 +24,16 @@ which the next run resumes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import logging
 import os
 import re
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +48,8 @@ log = logging.getLogger(__name__)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TRANSIENT_STATUS = {408, 425, 429}
+# connect() errors that mean the host cannot be reached from here at all (not a busy or flaky server)
+_UNREACHABLE_ERRNO = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
 _MAX_DELAY = 60.0
 _USER_AGENT = "mla-repro-acquire/1 (+urllib)"
 T = TypeVar("T")
@@ -60,6 +67,14 @@ class Downloaded:
 
 class ResponseTooLarge(AcquireError):
     """``fetch_bytes`` got more than it allows."""
+
+
+class NetworkUnreachable(DownloadError):
+    """The host cannot be reached (DNS failure, connection refused, no route); never retried."""
+
+    def __init__(self, message: str, *, url: str = "", host: str = "") -> None:
+        super().__init__(message, url=url)
+        self.host = host
 
 
 class _Transient(Exception):
@@ -158,12 +173,15 @@ def _download_part(url: str, dest: Path, part: Path, expected: str | None, size:
     for fresh in (False, True):
         if fresh:
             log.warning("%s: resumed download failed verification; downloading from byte 0", shown)
-        digest, nbytes, resumed = _with_retries(
-            shown, retries, backoff,
-            lambda: _fetch_to_file(url, part, size=size, timeout=timeout, headers=headers, chunk_size=chunk_size,
-                                   bounds=bounds),
-            bounds,
-        )
+        try:
+            digest, nbytes, resumed = _with_retries(
+                shown, retries, backoff,
+                lambda: _fetch_to_file(url, part, size=size, timeout=timeout, headers=headers, chunk_size=chunk_size,
+                                       bounds=bounds),
+                bounds,
+            )
+        except NetworkUnreachable as exc:
+            raise NetworkUnreachable(f"{exc}, or place the file yourself at {dest}", url=exc.url, host=exc.host) from None
         problem = None
         if size is not None and nbytes != size:
             problem = f"expected {size} bytes, got {nbytes}"
@@ -308,7 +326,20 @@ def _open(url: str, offset: int, timeout: float, headers: dict[str, str] | None)
             raise _Transient(f"HTTP {status} {reason}", _retry_after(hdrs.get("Retry-After"))) from None
         raise DownloadError(f"download of {shown} failed: HTTP {status} {reason}{_hint(status)}", url=shown, status=status) from None
     except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, refused connections
+        if _unreachable(exc):
+            host = urllib.parse.urlsplit(shown).netloc
+            raise NetworkUnreachable(f"network unreachable: {host} ({scrub(_describe(exc), url)}); acquire needs "
+                                     f"access to {host}", url=shown, host=host) from None
         raise _Transient(scrub(_describe(exc), url)) from None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (from ``urlopen``) says the host cannot be reached at all: its name does not resolve,
+    or the connection is refused or has no route. Timeouts and resets stay transient."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror):
+        return True
+    return isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNO
 
 
 class _RangeNotSatisfiable(Exception):
@@ -336,6 +367,8 @@ def _fetch_to_file(url: str, part: Path, *, size: int | None, timeout: float, he
             return sha256_file(part), offset, True
         _unlink(part)
         raise _Transient("server cannot resume this partial file (HTTP 416); restarting from byte 0") from None
+    except NetworkUnreachable:
+        raise  # not retried: an unreachable host fails at once (download() removes the partial file)
     except DownloadError:
         _unlink(part)  # a permanent failure leaves nothing behind
         raise

@@ -1,4 +1,4 @@
-"""Download the official split lists at their pinned commits, verify them (sha256 from MLA.md §3.12),
+"""Download the official split lists at their pinned commits, verify them (sha256 in sources.yaml),
 and read them back as ``(sample id, label)`` lists with their class names."""
 from __future__ import annotations
 
@@ -72,7 +72,11 @@ def read_split_lists(name: str, split_dir: str | Path, *, sources: dict[str, Any
         parsed = read_split(path, fmt) if fmt == "class_list" else read_split(path, fmt, **spec.get("options", {}))
         expected = entry.get("records")
         if expected is not None and len(parsed) != expected:
-            raise SplitFormatError(f"{path}: {len(parsed)} records, expected {expected}")
+            raise SplitFormatError(
+                f"{path}: {len(parsed)} records, expected {expected}; these are not the official lists: fetch them "
+                f"with `mla acquire --dataset <d> --splits DIR`, or, for other lists (a subset, or an `mla fixture` "
+                f"copy), give acquire a sources file that pins them (--sources FILE; `mla fixture` writes one) and "
+                f"set config key prepare.<d>.verify_lists: false for prepare")
         paths[role] = path
         if role == "classes":
             classes = parsed

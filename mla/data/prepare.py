@@ -44,6 +44,10 @@ from mla.features.wordpiece import VocabError, WordPiece, build_vocab
 from mla.io import atomic_directory, write_json
 
 FORMAT_VERSION = 1
+# Said when files are missing (Kinetics-Sounds has its own hint: it may exclude listed clips).
+PARTIAL_HINT = ("{d} must have every file its split lists name. To prepare a partial copy, give lists that name only "
+                "the samples you have and set config key prepare.{d}.verify_lists: false (command line: "
+                "--set prepare.{d}.verify_lists=false); the store's manifest then records lists_verified: false")
 MODULES = {
     "cremad": "mla.data.cremad",
     "ks": "mla.data.kinetics_sounds",
@@ -51,23 +55,27 @@ MODULES = {
     "mvsa": "mla.data.mvsa",
     "iemocap": "mla.data.iemocap",
 }
-# How each kind of input becomes an array, for the manifest (MLA.md sections in brackets).
+# How each kind of input becomes an array, for the manifest (in brackets: the released code's files at
+# commit ab6c184 that do the same).
 RECIPES = {
     "wav": "soundfile read (must be audio.sample_rate), waveform mean removed, torchaudio Kaldi fbank: htk_compat, "
-           "hanning window, dither 0, no energy; zero-padded or cut to n_frames; not normalised [3.11.2, 3.11.5]",
+           "hanning window, dither 0, no energy; zero-padded or cut to n_frames; not normalised "
+           "[data/extract_fbank.py, data/preprocess_iemo.py]",
     "track": "audio stream resampled to audio.sample_rate 16-bit PCM by libswresample (ffmpeg's pcm_s16le "
-             "conversion), /32768, mean of all channels removed, channel 0, then the fbank of 'wav' [3.11.2, 3.11.3]",
+             "conversion), /32768, mean of all channels removed, channel 0, then the fbank of 'wav' "
+             "[data/mp4_to_wav.py, data/extract_fbank.py]",
     "frames": "PyAV decode; keep frames i with i % int(fps) == 0 (fps = the stream's average rate, truncated: "
-              "the first frame of every second); frames 0, n//3, 2(n//3) of the n kept (sorted, D15); RGB, "
-              "bilinear resize to size x size as the test transform Resize((224, 224)); no JPEG round trip [3.11.2]",
-    "image": "RGB, Resize(size, bicubic) of the shorter side + CenterCrop(size): the test transform [3.11.4]",
+              "the first frame of every second); frames 0, n//3, 2(n//3) of the n kept (sorted by time; the "
+              "released code lists them unsorted); RGB, bilinear resize to size x size as the test transform "
+              "Resize((224, 224)); no JPEG round trip [data/video_preprocessing.py, dataset/dataset.py]",
+    "image": "RGB, Resize(size, bicubic) of the shorter side + CenterCrop(size): the test transform [dataset/dataset.py]",
     "face": "the dialogue video's first frame at or after the utterance's midpoint; the region of the frame (the "
             "speaker's half, or face.region); face.crop haar: OpenCV's frontal-face Haar cascade (face_detector), "
             "the largest box enlarged by its margin to a square inside the region; no face found, or face.crop "
             "center: the region's largest centred square (with haar, such samples are listed under "
-            "face_fallback); bilinear resize to image.size [3.11.5]",
+            "face_fallback); bilinear resize to image.size [dataset/dataset.py]",
     "text": "BERT bert-base-uncased WordPiece (pure Python), no [CLS]/[SEP], truncated or padded with [PAD] = 0 to "
-            "text.max_len; padding mask = ids == 0 [3.11.4]",
+            "text.max_len; padding mask = ids == 0 [data/extract_token.py]",
 }
 
 
@@ -78,24 +86,35 @@ def dataset_module(dataset: str) -> ModuleType:
     return importlib.import_module(MODULES[dataset])
 
 
-def read_lists(name: str, split_dir: str | Path, verify: bool) -> tuple[SplitLists, dict[str, str]]:
+def not_official_hint(dataset: str) -> str:
+    """What to do about split lists that are not the official ones (the settings named)."""
+    return (f"; these are not the official lists: fetch them with `mla acquire --dataset {dataset} --splits DIR`, "
+            f"or, to prepare from other lists (a subset of the data, or a copy written by `mla fixture`), set config "
+            f"key prepare.{dataset}.verify_lists: false (command line: --set prepare.{dataset}.verify_lists=false)")
+
+
+def read_lists(name: str, split_dir: str | Path, verify: bool, dataset: str = "") -> tuple[SplitLists, dict[str, str]]:
     """Parse the official lists ``name`` of ``sources.yaml`` from ``split_dir``; with ``verify`` their
-    sha256 and record counts must be the pinned ones (MLA.md 3.12). Returns the lists and
-    ``{file name: sha256}``."""
+    record counts and sha256 must be the pinned ones, and an error names the file and the setting that
+    accepts other lists (``prepare.<dataset>.verify_lists``). Returns the lists and ``{file name: sha256}``."""
     sources = load_sources()
     spec = split_spec(sources, name)
-    if not verify:
-        for entry in sources["split_lists"][name]["files"].values():
-            entry.pop("records", None)
+    for entry in sources["split_lists"][name]["files"].values():
+        entry.pop("records", None)  # counted below, where the error can say what to do
     lists = read_split_lists(name, split_dir, sources=sources)
+    hint = not_official_hint(dataset or name)
     sha = {}
     for role, entry in spec["files"].items():
         path = lists.paths[role]
         sha[path.name] = sha256_file(path)
-        if verify and sha[path.name] != entry["sha256"]:
-            raise SplitFormatError(f"{path}: sha256 {sha[path.name]} differs from the official list's {entry['sha256']} "
-                                   f"(MLA.md 3.12); fetch it with `mla acquire --splits`, or set verify_lists: false "
-                                   f"for lists that are not the official ones")
+        if not verify:
+            continue
+        found = len(lists.classes) if role == "classes" else len(lists.samples[role])
+        if entry.get("records") is not None and found != entry["records"]:
+            raise SplitFormatError(f"{path}: {found} records, expected {entry['records']}{hint}")
+        if sha[path.name] != entry["sha256"]:
+            raise SplitFormatError(f"{path}: sha256 {sha[path.name]} differs from the official list's "
+                                   f"{entry['sha256']}{hint}")
     return lists, sha
 
 
@@ -151,8 +170,9 @@ def _rows(samples: list[Sample], opts: dict, tokenizer: WordPiece | None, pool: 
 def _tokenizer(opts: dict, train: list[Sample], modality: str) -> tuple[WordPiece, dict]:
     t = opts["text"]
     if t["vocab"] is None:
-        raise VocabError("text tokenisation needs BERT's WordPiece vocabulary (bert-base-uncased vocab.txt, MLA.md "
-                         "3.11.4): give its path with --vocab (config key prepare.<dataset>.text.vocab), or "
+        raise VocabError("text tokenisation needs BERT's WordPiece vocabulary (bert-base-uncased vocab.txt, as the "
+                         "released code's data/extract_token.py uses): give its path with --vocab (config key "
+                         "prepare.<dataset>.text.vocab), or "
                          "'build' to build a stand-in vocabulary from the training split")
     if t["vocab"] == "build":
         vocab = build_vocab((s.inputs[modality].text for s in train), t["build_size"], t["min_freq"])
@@ -192,11 +212,12 @@ def prepare(dataset: str, raw_dir: str | Path, split_dir: str | Path, out_dir: s
         raise FileNotFoundError(f"{dataset}: raw directory {raw_dir} does not exist")
 
     # 1. lists and files
-    lists, list_sha = read_lists(module.SPLIT_LISTS, split_dir, opts["verify_lists"])
+    lists, list_sha = read_lists(module.SPLIT_LISTS, split_dir, opts["verify_lists"], dataset)
     resolved: Resolved = module.resolve(lists, raw_dir, opts)
     if opts["verify_lists"] and len(resolved.classes) != info.n_classes:
-        raise ValueError(f"{dataset}: the lists have {len(resolved.classes)} classes, the catalog {info.n_classes}")
-    require_files(resolved.samples, dataset, getattr(module, "HINT", ""))
+        raise ValueError(f"{dataset}: the lists have {len(resolved.classes)} classes, the catalog {info.n_classes}"
+                         f"{not_official_hint(dataset)}")
+    require_files(resolved.samples, dataset, getattr(module, "HINT", None) or PARTIAL_HINT.format(d=dataset))
     for role in ("train", "test"):
         kept, excl, listed = len(resolved.samples[role]), len(resolved.excluded.get(role, [])), len(lists.samples[role])
         if kept + excl != listed:  # a module bug, never a data condition
