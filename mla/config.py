@@ -72,7 +72,8 @@ def _describe(err: jsonschema.ValidationError) -> str:
         return (f"config key {where}: {err.instance!r} is not a safe name ({NAME_RULE}): it becomes a "
                 f"directory name; rename it")
     if err.validator == "type" and "integer" in err.validator_value and isinstance(err.instance, float):
-        return f"config key {where}: {err.instance!r} is not an integer (write a whole number without a point or exponent)"
+        return (f"config key {where}: {err.instance!r} is not an integer "
+                "(write a whole number without a point or exponent)")
     return f"config key {where}: {err.message}"
 
 

@@ -259,7 +259,8 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
 
 
 def write_run(run_dir: str | os.PathLike, cfg: dict, metrics: dict, log: list[dict], state: dict, masks: dict,
-              wall_s: float, resumed_from: int | None = None, root: str | os.PathLike = checkpoint.RESULTS_ROOT) -> None:
+              wall_s: float, resumed_from: int | None = None,
+              root: str | os.PathLike = checkpoint.RESULTS_ROOT) -> None:
     """Write one run's directory atomically (a temporary sibling renamed into place); ``run_dir`` must
     lie in ``root`` (``results/``, or ``work/`` for a run kept until its job finishes)."""
     with name_on_error(run_dir), atomic_directory(run_dir, root) as tmp:

@@ -93,7 +93,8 @@ def test_schema_names_use_the_same_pattern():
 
 def test_traversing_variant_is_refused_when_the_config_loads(project):
     path = write_config(project, "hostile.yaml", lambda c: c["ablation"]["variants"].update({ESCAPE: {"hgm": False}}))
-    with pytest.raises(config.ConfigError, match=f"{path}: config key ablation.variants: '{ESCAPE}' is not a safe name"):
+    with pytest.raises(config.ConfigError,
+                       match=f"{path}: config key ablation.variants: '{ESCAPE}' is not a safe name"):
         config.load(path)
     with pytest.raises(config.ConfigError, match="ablation.variants: 'x/../../victim' is not a safe name"):
         config.load(CONFIG, ["ablation.variants={x/../../victim: {hgm: false}}"])
@@ -149,7 +150,8 @@ def test_job_work_directory_is_confined_even_for_a_job_made_in_code(project, mon
     create, lock or delete anything outside work/."""
     monkeypatch.chdir(project)
     cfg = config.load(CONFIG)
-    job = grid.Job("ablation", "builtin_av", "mla", f"mla-{ESCAPE}", (0,), f"results/builtin/ablation/builtin_av/mla-{ESCAPE}")
+    job = grid.Job("ablation", "builtin_av", "mla", f"mla-{ESCAPE}", (0,),
+                   f"results/builtin/ablation/builtin_av/mla-{ESCAPE}")
     assert checkpoint.job_work_dir(cfg, job).resolve() == (project.parent / "victim").resolve()  # the attack's target
     with pytest.raises(UnsafePathError, match=f"refusing to write or delete work/builtin/{ESCAPE_ID}: .* outside work"):
         checkpoint.JobWork(cfg, job)
