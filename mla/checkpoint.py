@@ -15,6 +15,10 @@ of ``seed<k>/run/``. Snakemake deletes a failed job's output directory, finished
 included, before it reruns the job, so the finished seeds are kept here and copied back
 without retraining; ``work/<config>/<job id>/`` is removed once every seed is published.
 
+Every directory created, replaced or deleted here is checked first to lie inside ``work/`` (or
+``results/`` for a published run), symbolic links resolved (``mla/safepaths.py``): a name that
+escaped the config's checks still cannot make a job write or delete elsewhere.
+
 Everything saved loads with ``torch.load(..., weights_only=True)``: tensors and plain
 containers only (RNG states as tensors or tuples of ints).
 """
@@ -34,8 +38,10 @@ import torch
 
 from mla import config as config_mod, grid
 from mla.io import atomic_directory, atomic_file, name_on_error, try_lock, writable_directory, write_json
+from mla.safepaths import confine, project_dir, remove_tree
 
-WORK_ROOT = Path("work")
+WORK_ROOT = project_dir("work")
+RESULTS_ROOT = project_dir("results")  # where publish() may replace a run directory
 
 
 def job_work_dir(cfg: dict, job: grid.Job) -> Path:
@@ -117,7 +123,10 @@ def restore(state: dict, method: torch.nn.Module, optimizer: torch.optim.Optimiz
 class RunWork:
     """The work directory of one run (job x seed): its saved state and, once finished, its run."""
 
-    def __init__(self, directory: Path, fingerprint: dict) -> None:
+    def __init__(self, directory: Path, fingerprint: dict, root: Path | None = None) -> None:
+        """``root`` (default ``work/``): the directory ``directory`` must lie in, checked before any write."""
+        self.root = WORK_ROOT if root is None else Path(root)
+        confine(directory, self.root)
         self.dir = directory
         self.state_path = directory / "state.pt"
         self.run_dir = directory / "run"
@@ -128,7 +137,7 @@ class RunWork:
         with name_on_error(directory):
             if directory.exists() and _read_json(marker) != fingerprint:
                 print(f"discarding training state {directory}: written for another config or code", flush=True)
-                shutil.rmtree(directory)
+                remove_tree(directory, self.root)
             if not marker.exists():
                 directory.mkdir(parents=True, exist_ok=True)
                 with atomic_file(marker) as tmp:
@@ -170,6 +179,7 @@ class JobWork:
     """The work directory of one job, locked against a second process training the same job."""
 
     def __init__(self, cfg: dict, job: grid.Job) -> None:
+        confine(job_work_dir(cfg, job), WORK_ROOT)  # before creating anything
         self.dir = writable_directory(job_work_dir(cfg, job))
         self.job = job
         self._config = config_mod.dump(cfg)
@@ -187,13 +197,13 @@ class JobWork:
 
     def finish(self) -> None:
         """Remove the job's work directory once every seed is published (releases the lock)."""
-        shutil.rmtree(self.dir)
+        remove_tree(self.dir, WORK_ROOT)
         self._lock.close()
 
 
 def publish(run: RunWork, out_dir: str | Path) -> None:
     """Copy a finished run from ``work/`` to its output directory, atomically."""
-    with name_on_error(out_dir), atomic_directory(out_dir) as tmp:
+    with name_on_error(out_dir), atomic_directory(out_dir, RESULTS_ROOT) as tmp:
         shutil.copytree(run.run_dir, tmp, dirs_exist_ok=True)
 
 

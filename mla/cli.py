@@ -2,13 +2,18 @@
 
 Every subcommand takes the config file and explicit paths or a job id from the grid, so the
 Snakemake rules stay thin. Heavy imports happen inside the subcommands.
+
+Bad input (a config, a name, a path, a file) ends in one line on stderr, ``mla <command>: error:
+...``, and exit status 1; ``mla --debug <command>`` or ``MLA_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mla import config as config_mod, grid
+from mla.errors import UserError
 
 
 def _cfg(args: argparse.Namespace) -> dict:
@@ -49,7 +54,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from mla.train import run_job
 
+    for job_id in args.job:  # every id checked before any job starts (or anything is written)
+        grid.check_job_id(job_id)
     cfg = _cfg(args)
+    for job_id in args.job:
+        grid.job_by_id(cfg, job_id)
     for job_id in args.job:
         run_job(cfg, job_id)
 
@@ -57,7 +66,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_analyze(args: argparse.Namespace) -> None:
     from mla.analysis.embed import analyse_dataset
 
-    analyse_dataset(_cfg(args), args.dataset)
+    cfg = _cfg(args)
+    if args.dataset not in cfg["analysis"]["datasets"]:
+        raise config_mod.ConfigError(f"--dataset {args.dataset!r}: not in analysis.datasets of {args.config} "
+                                     f"({', '.join(cfg['analysis']['datasets']) or 'none'})")
+    analyse_dataset(cfg, args.dataset)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -109,6 +122,7 @@ def cmd_fixture(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mla", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MLA_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, func, help_: str) -> argparse.ArgumentParser:
@@ -168,10 +182,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; an error the user can fix is one line on stderr and exit status 1."""
     args = parser().parse_args(argv)
+    debug = args.debug or os.environ.get("MLA_DEBUG", "") not in ("", "0")
     try:
         args.func(args)
-    except (config_mod.ConfigError, ValueError, OSError, RuntimeError) as exc:  # OSError: disk full, unwritable path
-        print(f"mla {args.command}: error: {exc}", file=sys.stderr)
+    except (UserError, ValueError, OSError, RuntimeError) as exc:  # OSError: disk full, unwritable path
+        if debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the message holds
+        print(f"mla {args.command}: error: {message}", file=sys.stderr)
         return 1
     return 0

@@ -6,10 +6,16 @@ validation, so they are checked the same way. :func:`model_for` gives the model 
 dataset trains with (``model.datasets.<name>`` merged over ``model``); :func:`method_options_for`
 gives a method's options on one dataset (``method_options.<method>.datasets.<name>`` merged over
 ``method_options.<method>``).
+
+Hostile input fails fast with a :class:`ConfigError` naming the file or key: YAML aliases whose
+expansion would exceed :data:`MAX_NODES` (a "billion laughs" file) or that refer to themselves,
+files over :data:`MAX_BYTES`, NaN or infinite numbers anywhere, and floats where the schema wants
+an integer (``3.0``, ``1.0e+30``); names that become directories match ``$defs/name``.
 """
 from __future__ import annotations
 
 import copy
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +24,8 @@ import jsonschema
 import yaml
 
 from mla import catalog
+from mla.errors import UserError
+from mla.safepaths import NAME_PATTERN, NAME_RULE
 
 SCHEMA_PATH = Path(__file__).with_name("config_schema.yaml")
 WEIGHTS_DIR = "data/weights"  # converted encoder weights (``weights.<name>`` -> <name>.pt)
@@ -26,8 +34,23 @@ INPUTS = {"pixels": "centred", "fbank": "standardised"}
 INIT = "pytorch"  # model.init default: PyTorch's own initialisation (mla/models/init.py)
 
 
-class ConfigError(ValueError):
-    """An invalid config; the message names the offending key."""
+# A config is a few hundred values; these bounds stop hostile files long before memory or time run out.
+MAX_BYTES = 1 << 20  # a config file's size
+MAX_NODES = 100_000  # values (mappings, lists, scalars) once every YAML alias is expanded
+
+
+class ConfigError(UserError, ValueError):
+    """An invalid config; the message names the offending file or key."""
+
+
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """JSON Schema's ``integer`` accepts 3.0 and 1.0e+30 (floats with no fraction); ours wants an int."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
 @lru_cache(maxsize=1)
@@ -48,19 +71,56 @@ def _describe(err: jsonschema.ValidationError) -> str:
         return f"unknown config key {keys}"
     if err.validator == "required":
         return f"config key {where}: {err.message}"
+    if err.validator == "pattern" and err.validator_value == NAME_PATTERN:
+        return (f"config key {where}: {err.instance!r} is not a safe name ({NAME_RULE}): it becomes a "
+                f"directory name; rename it")
+    if err.validator == "type" and "integer" in err.validator_value and isinstance(err.instance, float):
+        return (f"config key {where}: {err.instance!r} is not an integer "
+                "(write a whole number without a point or exponent)")
     return f"config key {where}: {err.message}"
 
 
 def validate(cfg: dict) -> dict:
     """Check ``cfg`` against the schema and the catalog; return it unchanged."""
+    _check_values(cfg)
     errors = sorted(
-        jsonschema.Draft202012Validator(schema()).iter_errors(cfg),
+        _Validator(schema()).iter_errors(cfg),
         key=lambda e: (len(e.absolute_path), _key(e.absolute_path)),
     )
     if errors:
         raise ConfigError("; ".join(_describe(e) for e in errors[:5]))
     _check_names(cfg)
     return cfg
+
+
+def _check_values(node: Any, path: tuple = ()) -> None:
+    """Refuse NaN and infinities (they pass every ``minimum``/``maximum``) and mapping keys that are not
+    strings (YAML allows ``1:``; a key becomes a name or a path), naming the key."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"config key {_key(path)}: {node!r} is not a finite number")
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"config key {_key(path + (k,))}: keys must be strings, got {type(k).__name__} {k!r}")
+            _check_values(v, path + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_values(v, path + (i,))
+
+
+def _check_rates(cfg: dict) -> None:
+    """Missing rates appear in paths as whole percent (``eta30``); two rates with one tag would write
+    the same directories."""
+    from mla.grid import rate_tag  # not at the top: mla.grid imports mla.real_paths, which imports this module
+
+    seen: dict[str, float] = {}
+    for r in cfg["missing"]["rates"]:
+        tag = rate_tag(r)
+        if tag in seen or tag in ("eta00", "eta100"):
+            raise ConfigError(f"config key missing.rates: {r} is written as {tag} in paths"
+                              + (f", like {seen[tag]}" if tag in seen else "")
+                              + "; give rates between 0.01 and 0.99 that differ by at least 0.01")
+        seen[tag] = r
 
 
 def _check_names(cfg: dict) -> None:
@@ -73,6 +133,7 @@ def _check_names(cfg: dict) -> None:
         raise ConfigError(str(exc)) from None
     _check_model(cfg)
     _check_method_options(cfg)
+    _check_rates(cfg)
     for d in cfg["datasets"]:
         info = catalog.dataset_info(d)
         if info.family == "builtin":
@@ -249,7 +310,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.path=value")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    return key.strip().split("."), parse_yaml(value, f"override {text!r}")
 
 
 def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
@@ -273,19 +334,97 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
 
 def has_settings(path: str | Path) -> bool:
     """Whether a config file sets anything (the root file ``all`` is an empty mapping: see ``Snakefile``)."""
-    return bool(yaml.safe_load(Path(path).read_text()))
+    return bool(read_yaml(path))
 
 
 def load(path: str | Path, overrides: Iterable[str] = ()) -> dict:
-    """Load a YAML config, apply overrides and validate it."""
+    """Load a YAML config, apply overrides and validate it; errors name the file."""
     path = Path(path)
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+    cfg = read_yaml(path)
     if not isinstance(cfg, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    return validate(apply_overrides(_unshare(cfg), overrides))
+    try:
+        return validate(apply_overrides(_unshare(cfg), overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content, bounded (:func:`parse_yaml`); a missing, unreadable, oversized or
+    malformed file is a :class:`ConfigError` naming it."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(f"config file {path}: larger than {MAX_BYTES} bytes; a config is a few kilobytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse_yaml(text, f"config file {path}")
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``, refusing aliases whose expansion exceeds :data:`MAX_NODES` values or
+    that contain themselves: PyYAML builds an alias as one shared object, cheaply, but everything
+    after it (copying, validating, dumping) walks the expanded tree, 10^9 values for a 9-level
+    "billion laughs". ``source`` names the text in errors."""
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply for a config") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Count the values of the composed YAML with every alias expanded (each distinct node once,
+    without recursion), and refuse the text beyond :data:`MAX_NODES` or on an alias cycle."""
+    def children(node: yaml.Node) -> list:
+        if isinstance(node, yaml.SequenceNode):
+            return node.value
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return []
+
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()  # nodes whose children are being counted: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children(node))
+            if sizes[key] > MAX_NODES:
+                raise ConfigError(f"{source}: more than {MAX_NODES} values once its YAML aliases (*name) are "
+                                  f"expanded (line {node.start_mark.line + 1}); a config needs a few hundred: "
+                                  "remove the nested aliases")
+        elif key not in sizes:
+            if key in open_:
+                raise ConfigError(f"{source}: a YAML alias contains itself (line {node.start_mark.line + 1}); "
+                                  "remove the recursive alias")
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children(node) if id(c) not in sizes)
 
 
 def _unshare(node: Any) -> Any:

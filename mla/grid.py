@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mla import catalog, real_paths
+from mla.errors import UnsafeNameError
+from mla.safepaths import check_name, is_name
 
 PHASES = ("train", "missing", "ablation")
 
@@ -91,6 +93,12 @@ def analysis_dir(cfg: dict, dataset: str) -> str:
 
 
 def _job(cfg: dict, phase: str, dataset: str, method: str, tag: str, **kw) -> Job:
+    # The config's schema checks every name; checked again here because a job's names become its
+    # directories, and a config dict need not have come through mla.config.load.
+    check_name(cfg["name"], "config name", "set name: in the config")
+    check_name(dataset, "dataset", "use a dataset of mla/catalog.py")
+    check_name(tag, f"job tag of {phase}/{dataset}", "rename the ablation variant (ablation.variants) "
+               "or the method it comes from")
     return Job(
         phase=phase,
         dataset=dataset,
@@ -165,8 +173,21 @@ def runs(cfg: dict) -> list[Run]:
     return [r for j in jobs(cfg) for r in j.runs]
 
 
+def check_job_id(job_id: str) -> str:
+    """``job_id`` if it has the shape ``<phase>/<dataset>/<tag>`` with plain names; an
+    :class:`~mla.errors.UnsafeNameError` otherwise (an id with ``..`` or more parts never reaches a path)."""
+    parts = job_id.split("/")
+    if len(parts) != 3 or parts[0] not in PHASES or not all(is_name(p) for p in parts[1:]):
+        raise UnsafeNameError(f"job id {job_id!r}: expected <phase>/<dataset>/<tag> with phase one of "
+                              f"{', '.join(PHASES)} and dataset and tag plain names (lowercase letters, digits, "
+                              f"'_' and '-'); `mla jobs` lists the grid's ids")
+    return job_id
+
+
 def job_by_id(cfg: dict, job_id: str) -> Job:
-    """Look a job up by ``<phase>/<dataset>/<tag>``; unknown ids list a few valid ones."""
+    """Look a job up by ``<phase>/<dataset>/<tag>``; unknown ids list a few valid ones, malformed
+    ones (:func:`check_job_id`) are refused before the grid is searched."""
+    check_job_id(job_id)
     for j in jobs(cfg):
         if j.id == job_id:
             return j

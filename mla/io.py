@@ -17,6 +17,8 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
+from mla.safepaths import confine
+
 # npz entries get this date instead of "now", so that rewriting a file gives the same bytes.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -38,14 +40,21 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(out_dir: str | Path) -> Iterator[Path]:
+def atomic_directory(out_dir: str | Path, root: str | Path | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of ``out_dir`` to fill; on success it replaces ``out_dir`` by rename.
 
     On any exception the temporary directory is removed and a pre-existing ``out_dir`` is left untouched.
     The sibling lives on the same filesystem, so the final rename is atomic; replacing an existing directory
     takes two renames (old out of the way, new in), which is the best POSIX offers for directories.
+
+    ``root``: where ``out_dir`` must lie (symbolic links resolved; checked before anything is created,
+    renamed or deleted), for directories whose path is built from config names (``results/``...). None
+    when ``out_dir`` is a path the user named (an ``--out``). Only the previous ``out_dir`` and this
+    function's own temporary siblings are ever deleted, never a link's target.
     """
     out_dir = Path(out_dir)
+    if root is not None:
+        confine(out_dir, root)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -84,6 +93,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give the file the umask's mode
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -138,6 +148,12 @@ def try_lock(path: str | Path) -> IO | None:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask. Read from /proc where the kernel shows it: setting it to read it back
+    (the fallback) leaves a moment in which another thread would create files with mode 0666/0777."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask

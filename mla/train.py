@@ -37,6 +37,7 @@ from mla.missing import SPLITS, draw_mask, realised
 from mla.models.encoders import create_encoder
 from mla.models.init import initialise
 from mla.provenance import runtime_provenance, static_provenance
+from mla.safepaths import confine
 
 
 def set_threads(threads: int) -> int:
@@ -317,9 +318,11 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
 
 
 def write_run(run_dir: str | os.PathLike, cfg: dict, metrics: dict, log: list[dict], state: dict, masks: dict,
-              wall_s: float, resumed_from: int | None = None) -> None:
-    """Write one run's directory atomically (a temporary sibling renamed into place)."""
-    with name_on_error(run_dir), atomic_directory(run_dir) as tmp:
+              wall_s: float, resumed_from: int | None = None,
+              root: str | os.PathLike = checkpoint.RESULTS_ROOT) -> None:
+    """Write one run's directory atomically (a temporary sibling renamed into place); ``run_dir`` must
+    lie in ``root`` (``results/``, or ``work/`` for a run kept until its job finishes)."""
+    with name_on_error(run_dir), atomic_directory(run_dir, root) as tmp:
         resolved = config_mod.dump(cfg)
         (tmp / "config.resolved.yaml").write_text(resolved)
         (tmp / "checkpoint.pt").write_bytes(checkpoint.torch_bytes({
@@ -335,6 +338,7 @@ def write_run(run_dir: str | os.PathLike, cfg: dict, metrics: dict, log: list[di
 def run_job(cfg: dict, job_id: str) -> None:
     """Run every seed of one job of the grid: train (resuming from ``work/``) or assemble."""
     job = grid.job_by_id(cfg, job_id)
+    confine(job.job_dir, checkpoint.RESULTS_ROOT)  # before anything is created: names are checked, paths too
     writable_directory(Path(job.job_dir).parent)  # fail now, not after training, if outputs cannot be written
     reuses = catalog.method_info(job.method).reuses  # scoring only: seconds, nothing to resume
     work = None if reuses else JobWork(cfg, job)  # locks the job's work directory
@@ -353,7 +357,7 @@ def run_job(cfg: dict, job_id: str) -> None:
             print(f"{job.id} seed {r.seed}: finished before, restored from {run.run_dir}", flush=True)
         else:
             metrics, log, state, masks = train_run(cfg, job, ds, r.seed, run)
-            write_run(run.run_dir, cfg, metrics, log, state, masks, run.wall_s(), run.resumed_from)
+            write_run(run.run_dir, cfg, metrics, log, state, masks, run.wall_s(), run.resumed_from, root=run.root)
             run.drop_state()
             print(f"{job.id} seed {r.seed}: test {metrics['test']} (epoch {metrics['selected_epoch']})", flush=True)
         checkpoint.publish(run, r.run_dir)

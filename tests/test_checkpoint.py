@@ -43,11 +43,11 @@ def test_resumed_run_equals_uninterrupted_run(job, tmp_path):
     """
     metrics, log, state, _ = train_run(CFG, job, DS, 0)
     fingerprint = {"job": job.id}
-    first = RunWork(tmp_path / "seed0", fingerprint)
+    first = RunWork(tmp_path / "seed0", fingerprint, root=tmp_path)
     kill_after_saving(first, 1)
     with pytest.raises(Killed):
         train_run(CFG, job, DS, 0, first)
-    again = RunWork(tmp_path / "seed0", fingerprint)
+    again = RunWork(tmp_path / "seed0", fingerprint, root=tmp_path)
     metrics2, log2, state2, _ = train_run(CFG, job, DS, 0, again)
     assert again.resumed_from == 1
     assert metrics2 == metrics and log2 == log
@@ -57,7 +57,7 @@ def test_resumed_run_equals_uninterrupted_run(job, tmp_path):
 
 
 def test_state_loads_weights_only_and_restores_every_rng(tmp_path):
-    work = RunWork(tmp_path / "seed0", {"job": "x"})
+    work = RunWork(tmp_path / "seed0", {"job": "x"}, root=tmp_path)
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     gen = torch.Generator().manual_seed(4)
     model = torch.nn.Linear(2, 2)
@@ -74,17 +74,17 @@ def test_state_loads_weights_only_and_restores_every_rng(tmp_path):
 
 
 def test_state_of_other_config_or_code_is_discarded(tmp_path, capsys):
-    work = RunWork(tmp_path / "seed0", {"config": "a"})
+    work = RunWork(tmp_path / "seed0", {"config": "a"}, root=tmp_path)
     work.save_state({"epoch": 1})
-    assert RunWork(tmp_path / "seed0", {"config": "a"}).load_state()["epoch"] == 1
-    assert RunWork(tmp_path / "seed0", {"config": "b"}).load_state() is None
+    assert RunWork(tmp_path / "seed0", {"config": "a"}, root=tmp_path).load_state()["epoch"] == 1
+    assert RunWork(tmp_path / "seed0", {"config": "b"}, root=tmp_path).load_state() is None
     assert "discarding training state" in capsys.readouterr().out
 
 
 def test_full_disk_during_save_names_the_file_and_keeps_the_previous_state(tmp_path, monkeypatch):
     """Simulated: the write of the state file stops part-way with ENOSPC.
     (tests/test_resume.py fills a real tmpfs where it can mount one.)"""
-    work = RunWork(tmp_path / "seed0", {"job": "x"})
+    work = RunWork(tmp_path / "seed0", {"job": "x"}, root=tmp_path)
     work.save_state({"epoch": 1})
 
     real_write = Path.write_bytes

@@ -196,7 +196,7 @@ def test_diagnostics_reach_log_jsonl(tmp_path):
     ds = tiny_dataset()
     job = grid.job_by_id(cfg, "train/builtin_it/mla")
     metrics, log, state, masks = train_run(cfg, job, ds, 0)
-    write_run(tmp_path / "on", cfg, metrics, log, state, masks, 1.0)
+    write_run(tmp_path / "on", cfg, metrics, log, state, masks, 1.0, root=tmp_path)
     records = [json.loads(x) for x in (tmp_path / "on" / "log.jsonl").read_text().splitlines()]
     keys = {"hgm_retention_mean", "hgm_retention_last", "hgm_P_eig_min", "hgm_P_eig_max", "hgm_P_trace"}
     assert len(records) == 2 and all(keys <= set(r) for r in records)

@@ -282,7 +282,7 @@ def test_resume_with_augmentation_equals_uninterrupted_run(tmp_path):
     class Killed(BaseException):
         pass
 
-    first = RunWork(tmp_path / "seed0", {"job": job.id})
+    first = RunWork(tmp_path / "seed0", {"job": job.id}, root=tmp_path)
     save = first.save_state
 
     def save_then_die(s):
@@ -293,7 +293,7 @@ def test_resume_with_augmentation_equals_uninterrupted_run(tmp_path):
     first.save_state = save_then_die
     with pytest.raises(Killed):
         train_run(cfg, job, DS, 0, first)
-    again = RunWork(tmp_path / "seed0", {"job": job.id})
+    again = RunWork(tmp_path / "seed0", {"job": job.id}, root=tmp_path)
     metrics2, log2, state2, _ = train_run(cfg, job, DS, 0, again)
     assert again.resumed_from == 1 and metrics2 == metrics and log2 == log
     assert all(torch.equal(state2[k], v) for k, v in state.items())

@@ -283,6 +283,6 @@ def test_metrics_json_records_each_fusion_rules_own_selection(tmp_path):
         epoch = 1 + vals.index(max(vals))
         assert chosen == {"epoch": epoch, "val": vals[epoch - 1], "test": log[epoch - 1]["test_fusion"][rule]}
     assert metrics["fusion_selection"]["dynamic"]["epoch"] == metrics["selected_epoch"]
-    write_run(tmp_path / "run", cfg, metrics, log, state, masks, 0.0)
+    write_run(tmp_path / "run", cfg, metrics, log, state, masks, 0.0, root=tmp_path)
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["fusion_selection"] == metrics["fusion_selection"]

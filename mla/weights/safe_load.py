@@ -165,9 +165,17 @@ class RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its reads
         raise _PersistentId()
 
     def _load_build(self) -> None:
-        """BUILD only on numpy dtypes and arrays, checked so an array never exceeds its own bytes."""
+        """BUILD only on numpy dtypes and arrays (checked so an array never exceeds its own bytes) and on a
+        state_dict OrderedDict's ``_metadata``."""
         state = self.stack.pop()
         inst = self.stack[-1]
+        if isinstance(inst, collections.OrderedDict) and isinstance(state, dict) and set(state) <= {"_metadata"}:
+            # torch.save(module.state_dict()): an OrderedDict carrying each submodule's version numbers
+            meta = state.get("_metadata", {})
+            if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
+                raise UnsafeCheckpointError(f"{self.source}: unexpected state_dict metadata")
+            inst.__dict__.update(state)
+            return
         if isinstance(inst, np.ndarray):
             _check_array_state(state, self.source)
         elif not isinstance(inst, np.dtype):
