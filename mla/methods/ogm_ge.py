@@ -71,6 +71,22 @@ from mla.batches import SplitTensors
 from mla.methods.base import METHODS, cross_entropy
 from mla.methods.common import FusionMethod
 from mla.methods.concat import subhead_logits
+from mla.catalog import option_defaults
+
+# Grid facts and options, read without importing this file (mla/catalog.py); `defaults` below come from it.
+CATALOG = {
+    "per_modality": False,
+    "modality_counts": [2, 3],
+    "reuses": None,
+    "options": {
+        "alpha": {"default": 0.3},
+        "modulation_starts": {"default": 0},
+        "modulation_ends": {"default": 50},
+        "gaussian_enhancement": {"default": True},
+        "modulated_params": {"default": "all", "choices": ["all", "4d"]},
+        "ratio_others": {"default": "sum", "choices": ["sum", "mean"]},
+    },
+}
 
 
 def true_class_scores(logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -113,14 +129,7 @@ def modulate_gradients(params: list[nn.Parameter], coeff: float, noise: bool) ->
 class OGMGE(FusionMethod):
     """Concat fusion with OGM-GE's per-batch encoder-gradient modulation."""
 
-    defaults = {
-        "alpha": 0.3,
-        "modulation_starts": 0,
-        "modulation_ends": 50,
-        "gaussian_enhancement": True,
-        "modulated_params": "all",
-        "ratio_others": "sum",
-    }
+    defaults = option_defaults(CATALOG)
     choices = {"modulated_params": ("all", "4d"), "ratio_others": ("sum", "mean")}
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
