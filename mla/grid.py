@@ -8,6 +8,8 @@ start-up cost is paid once per several runs. Each seed's run has its own directo
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from mla import catalog, real_paths
@@ -54,16 +56,42 @@ class Job:
         return [Run(self.id, s, f"{self.job_dir}/seed{s}") for s in self.seeds]
 
 
-def raw_dir(dataset: str) -> str:
-    """Where a dataset's raw media live."""
-    info = catalog.dataset_info(dataset)
-    return f"data/raw/builtin/{dataset}" if info.family == "builtin" else real_paths.raw_dir(dataset)
+def _short_hash(settings: object) -> str:
+    """12 hex digits of the sha256 of ``settings`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def feature_dir(dataset: str) -> str:
-    """Where a dataset's feature store lives."""
+def generator_settings(cfg: dict, dataset: str) -> dict:
+    """What a built-in dataset's raw media depend on: its generator parameters (``data.<d>``)."""
+    return cfg["data"][dataset]
+
+
+def feature_settings(cfg: dict, dataset: str) -> dict:
+    """What a built-in dataset's feature store depends on: its raw media (generator settings),
+    the feature parameters of its modalities, the shard size and the validation carve."""
+    mods = catalog.dataset_info(dataset).modalities
+    return {"generator": generator_settings(cfg, dataset), "shard_size": cfg["features"]["shard_size"],
+            "features": {m: cfg["features"][m] for m in mods},
+            "split_seed": cfg["split_seed"], "val_fraction": cfg["val_fraction"]}
+
+
+def raw_dir(cfg: dict, dataset: str) -> str:
+    """Where a dataset's raw media live. Built-in data are keyed by the settings that generate
+    them (``data/raw/builtin/<d>-<hash>``), so configs with other settings never share or
+    overwrite them, and configs with the same settings share them."""
     info = catalog.dataset_info(dataset)
-    return f"data/features/builtin/{dataset}" if info.family == "builtin" else real_paths.feature_dir(dataset)
+    if info.family != "builtin":
+        return real_paths.raw_dir(dataset)
+    return f"data/raw/builtin/{dataset}-{_short_hash(generator_settings(cfg, dataset))}"
+
+
+def feature_dir(cfg: dict, dataset: str) -> str:
+    """Where a dataset's feature store lives; built-in stores are keyed by
+    :func:`feature_settings` (``data/features/builtin/<d>-<hash>``)."""
+    info = catalog.dataset_info(dataset)
+    if info.family != "builtin":
+        return real_paths.feature_dir(dataset)
+    return f"data/features/builtin/{dataset}-{_short_hash(feature_settings(cfg, dataset))}"
 
 
 def results_dir(cfg: dict) -> str:
@@ -195,7 +223,7 @@ def dvc_outputs(cfg: dict) -> list[str]:
 def all_output_paths(cfg: dict) -> list[str]:
     """Every output path the grid produces (data, runs, analyses, the report's files)."""
     builtin = [d for d in cfg["datasets"] if catalog.dataset_info(d).family == "builtin"]
-    paths = [raw_dir(d) for d in builtin] + [feature_dir(d) for d in builtin] + real_paths.data_outputs(cfg)
+    paths = [raw_dir(cfg, d) for d in builtin] + [feature_dir(cfg, d) for d in builtin] + real_paths.data_outputs(cfg)
     for j in jobs(cfg):
         paths += [j.job_dir] + [r.run_dir for r in j.runs]
     paths += [analysis_dir(cfg, d) for d in cfg["analysis"]["datasets"]]

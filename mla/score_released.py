@@ -156,7 +156,7 @@ def score(cfg: dict, dataset: str, checkpoint: str | Path, out: str | Path) -> d
     check_conversion(conversion, checkpoint, dataset, modalities, entry.get("sha256"))
 
     # --- store and classes ------------------------------------------------------------------------
-    feat_dir = Path(grid.feature_dir(dataset))
+    feat_dir = Path(grid.feature_dir(cfg, dataset))
     manifest = read_manifest(feat_dir)
     store_classes = list(manifest["classes"])
     ckpt_classes, rows, rule = class_mapping(dataset, store_classes, entry.get("classes"))
@@ -165,7 +165,7 @@ def score(cfg: dict, dataset: str, checkpoint: str | Path, out: str | Path) -> d
                          f"training split, not BERT's vocab.txt the checkpoint's text encoder was trained with")
     set_threads(cfg["threads"])  # as training jobs
     place = placement(cfg)
-    ds = load_dataset(dataset)
+    ds = load_dataset(cfg, dataset)
 
     # --- build and load ---------------------------------------------------------------------------
     job = grid.Job(phase="released", dataset=dataset, method=METHOD, tag="released", seeds=(), job_dir=str(out))

@@ -64,9 +64,9 @@ class DatasetArrays:
     text_len: int | None = None  # token positions per text (from the store's manifest)
 
 
-def load_dataset(dataset: str) -> DatasetArrays:
+def load_dataset(cfg: dict, dataset: str) -> DatasetArrays:
     """Open the feature store of ``dataset`` (checksums verified; rows not read)."""
-    feat_dir = grid.feature_dir(dataset)
+    feat_dir = grid.feature_dir(cfg, dataset)
     manifest = read_manifest(feat_dir)
     modalities = tuple(catalog.dataset_info(dataset).modalities)
     if tuple(manifest["modalities"]) != modalities:
@@ -280,7 +280,7 @@ def run_job(cfg: dict, job_id: str) -> None:
     reuses = catalog.method_info(job.method).reuses  # scoring only: seconds, nothing to resume
     work = None if reuses else JobWork(cfg, job)  # locks the job's work directory
     set_threads(cfg["threads"])
-    ds = load_dataset(job.dataset)
+    ds = load_dataset(cfg, job.dataset)
     if work is None:
         for r in job.runs:
             start = time.perf_counter()

@@ -40,7 +40,7 @@ def analyse_dataset(cfg: dict, dataset: str) -> None:
 
     set_threads(cfg["threads"])
     seed = cfg["analysis"]["seed"]
-    ds = load_dataset(dataset)
+    ds = load_dataset(cfg, dataset)
     with atomic_directory(grid.analysis_dir(cfg, dataset)) as tmp:
         for job in grid.analysis_jobs(cfg)[dataset]:
             method = load_trained(cfg, job, ds, seed)

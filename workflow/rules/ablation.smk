@@ -7,7 +7,6 @@ use rule train as train_ablation with:
     output:
         directory(f"{RES}/ablation/{{dataset}}/{{tag}}"),
     params:
-        config=CONFIG_FILE,
         job=lambda w: f"ablation/{w.dataset}/{w.tag}",
         fingerprint=train_params("ablation"),
     log:

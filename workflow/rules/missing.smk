@@ -7,7 +7,6 @@ use rule train as train_missing with:
     output:
         directory(f"{RES}/missing/{{dataset}}/{{tag}}"),
     params:
-        config=CONFIG_FILE,
         job=lambda w: f"missing/{w.dataset}/{w.tag}",
         fingerprint=train_params("missing"),
     log:

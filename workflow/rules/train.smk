@@ -8,7 +8,6 @@ rule train:
     output:
         directory(f"{RES}/train/{{dataset}}/{{tag}}"),
     params:
-        config=CONFIG_FILE,
         job=lambda w: f"train/{w.dataset}/{w.tag}",
         fingerprint=train_params("train"),
     log:
@@ -23,7 +22,7 @@ rule train:
         mem_mb=lambda wildcards, input, attempt: train_mem_mb(CFG, wildcards.dataset, input.features) * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
     shell:
-        "python -m mla train --config {params.config} --job {params.job} > {log} 2>&1"
+        "{PYTHON:q} -m mla train --config {MLA_CONFIG:q} --job {params.job:q} > {log:q} 2>&1"
 
 
 rule phase_train:
