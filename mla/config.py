@@ -260,16 +260,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def override_mapping(cfg: dict, text: str) -> dict:
-    """The overlay ``{"a": {"b": 3}}`` of ``"a.b=3"``, checked against ``cfg``: only existing
-    sections can be descended into (the schema then rejects unknown leaves)."""
+    """The overlay ``{"a": {"b": 3}}`` of ``"a.b=3"``. Missing sections are created (the schema
+    then rejects unknown keys, naming them); descending into a value that is no section is an error."""
     path, value = parse_override(text)
-    node = cfg
+    node: Any = cfg
     for i, part in enumerate(path[:-1]):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"unknown config key {'.'.join(path[: i + 1])} (in override {text!r})")
-        node = node[part]
-    if not isinstance(node, dict):
-        raise ConfigError(f"config key {'.'.join(path[:-1])} is not a section (in override {text!r})")
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and not isinstance(node, dict):
+            raise ConfigError(f"config key {'.'.join(path[: i + 1])} is not a section (in override {text!r})")
     overlay: Any = value
     for part in reversed(path):
         overlay = {part: overlay}

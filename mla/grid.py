@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from mla import catalog, real_paths
 
 PHASES = ("train", "missing", "ablation")
+# Written last into a job's directory when all its seeds are in place: a directory without it
+# (an interrupted or failed job, an empty directory) is unfinished, for Snakemake and the CLI alike.
+COMPLETE = ".complete"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,11 @@ class Job:
     def id(self) -> str:
         """``<phase>/<dataset>/<tag>``: the job's name on the command line."""
         return f"{self.phase}/{self.dataset}/{self.tag}"
+
+    @property
+    def marker(self) -> str:
+        """The completion marker: the job's output for Snakemake, written after every seed."""
+        return f"{self.job_dir}/{COMPLETE}"
 
     @property
     def runs(self) -> list[Run]:
@@ -225,6 +233,6 @@ def all_output_paths(cfg: dict) -> list[str]:
     builtin = [d for d in cfg["datasets"] if catalog.dataset_info(d).family == "builtin"]
     paths = [raw_dir(cfg, d) for d in builtin] + [feature_dir(cfg, d) for d in builtin] + real_paths.data_outputs(cfg)
     for j in jobs(cfg):
-        paths += [j.job_dir] + [r.run_dir for r in j.runs]
+        paths += [j.job_dir, j.marker] + [r.run_dir for r in j.runs]
     paths += [analysis_dir(cfg, d) for d in cfg["analysis"]["datasets"]]
     return paths + report_files(cfg)

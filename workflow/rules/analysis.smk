@@ -3,7 +3,7 @@
 
 rule analyze:
     input:
-        runs=lambda w: [j.job_dir for j in grid.analysis_jobs(CFG)[w.dataset]],
+        runs=lambda w: [j.marker for j in grid.analysis_jobs(CFG)[w.dataset]],
         code=CODE_ANALYSIS,
     output:
         directory(f"{RES}/analysis/{{dataset}}"),

@@ -84,7 +84,7 @@ def train_inputs(phase):
         files = [f"mla/methods/{job.method}.py"] + [f"mla/methods/{JOBS[n].method}.py" for n in job.needs]
         return {
             "features": grid.feature_dir(CFG, job.dataset),
-            "runs": [JOBS[n].job_dir for n in job.needs],
+            "runs": [JOBS[n].marker for n in job.needs],
             "weights": real_paths.weights_of(CFG, job.dataset),
             "code": CODE_TRAIN + code(*sorted(set(files))),
         }

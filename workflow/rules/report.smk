@@ -5,7 +5,7 @@ REPORT_FILES = grid.report_files(CFG)
 
 rule report:
     input:
-        jobs=[j.job_dir for j in JOBS.values()],
+        jobs=[j.marker for j in JOBS.values()],
         analysis=[grid.analysis_dir(CFG, d) for d in CFG["analysis"]["datasets"]],
         released=lambda w: RELEASED_FILES,  # the authors' checkpoints scored, if any are listed (released.smk)
         code=CODE_REPORT,

@@ -6,7 +6,7 @@ rule train:
     input:
         unpack(train_inputs("train")),
     output:
-        directory(f"{RES}/train/{{dataset}}/{{tag}}"),
+        f"{RES}/train/{{dataset}}/{{tag}}/{grid.COMPLETE}",  # written last: a directory without it reruns
     params:
         job=lambda w: f"train/{w.dataset}/{w.tag}",
         fingerprint=train_params("train"),
@@ -27,4 +27,4 @@ rule train:
 
 rule phase_train:
     input:
-        [j.job_dir for j in JOBS.values() if j.phase == "train"],
+        [j.marker for j in JOBS.values() if j.phase == "train"],
