@@ -317,18 +317,41 @@ def read_file(path: str | Path) -> dict:
     return _unshare(cfg)
 
 
+BASE_KEY = "base"  # an overlay may name the config it overlays (default: config/config.yaml)
+
+
+def _layers(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict | None, list[tuple[str, dict]]]:
+    """``path`` as (a complete config it starts from or None, the overlays to merge over it, in order).
+    An overlay's ``base: <file>`` (relative to the working directory) is composed first."""
+    layer = read_file(path)
+    if is_complete(layer):
+        return layer, []
+    base = layer.pop(BASE_KEY, None)
+    if base is None:
+        return None, [(str(path), layer)]
+    base = Path(base)
+    if base.resolve() in seen:
+        raise ConfigError(f"config file {path}: base {base} includes itself")
+    start, overlays = _layers(base, seen + (Path(path).resolve(),))
+    if start is None:  # the base is itself an overlay of the default config
+        start = read_file(DEFAULT_CONFIG)
+    return start, overlays + [(str(path), layer)]
+
+
 def compose(files: Iterable[str | Path], settings: dict | None = None, overrides: Iterable[str] = ()) -> dict:
     """The config of a run: the default config, then each file in order (a complete config
-    replaces what precedes it, an overlay is merged over it), then ``settings`` (``snakemake
-    --config``, merged) and ``overrides`` (``key.path=value``); validated once at the end.
-    Errors name the offending key and the sources."""
-    files = [Path(f) for f in files]
+    replaces what precedes it, an overlay is merged over it, over its ``base`` if it names one),
+    then ``settings`` (``snakemake --config``, merged) and ``overrides`` (``key.path=value``);
+    validated once at the end. Errors name the offending key and the sources."""
     cfg = read_file(DEFAULT_CONFIG)
     sources = [str(DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1]))]
     for f in files:
-        layer = read_file(f)
-        cfg = layer if is_complete(layer) else merge(cfg, layer)
-        sources = [str(f)] if is_complete(layer) else sources + [str(f)]
+        start, overlays = _layers(Path(f))
+        if start is not None:
+            cfg, sources = start, [str(f) if not overlays else f"{f} (base)"]
+        for name, layer in overlays:
+            cfg = merge(cfg, layer)
+            sources.append(name)
     if settings:
         cfg = merge(cfg, retype(settings))
         sources.append("--config " + " ".join(sorted(settings)))

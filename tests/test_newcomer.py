@@ -339,3 +339,48 @@ def test_a_new_method_is_one_file_and_one_config_line(ran: Path):
         assert "train/builtin_it/concat2" in out
     finally:
         (ran / "mla/methods/concat2.py").unlink()
+
+
+# ------------------------------------------------------------------ DVC's everyday commands
+
+def test_scores_keep_only_our_means():
+    from mla.report.scores import scores
+
+    cell = lambda mean: {"mean": mean, "n": 2, "std": 0.5}  # noqa: E731
+    metrics = {
+        "config": "builtin", "std": "sample standard deviation ...",
+        "table1": {"d/ours": {"multi": {"mla": cell(80.0), "sum": None}, "audio": {"mla": cell(50.0)}},
+                   "d/paper": {"multi": {"mla": 79.7}}, "d/diff": {"multi": {"mla": 0.3}}},
+        "table2": {"d/ours": {"mla": {"10%": cell(70.0), "20%": None}, "cca": {"10%": None}}},
+        "table3": {"d/ours": {"multi": {"none": cell(60.0), "hgm_df": cell(61.0)}}},
+        "modality_gap": {"d/ours": {"mean": {"concat": 1.2, "mla": 0.9}, "audio-text": {"mla": 0.8}},
+                         "d/paper": {"text-vision": {"mla": 0.94}}},
+        "claims": {"a": {"verdict": "holds"}},
+    }
+    assert scores(metrics) == {"table1": {"d": {"mla": 80.0}}, "table2": {"d": {"mla": {"10%": 70.0}}},
+                               "table3": {"d": {"none": 60.0, "hgm_df": 61.0}},
+                               "modality_gap": {"d": {"concat": 1.2, "mla": 0.9}}}
+
+
+def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run([str(VENV_BIN / "dvc"), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_dvc_metrics_params_and_plots_are_quiet_and_clean(project: Path):
+    from mla.report.scores import write_scores
+
+    out_dir = project / "reports" / "builtin"  # as after the first README command
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_scores({"table1": {"builtin_av/ours": {"multi": {"mla": {"mean": 71.25}}}}}, out_dir)
+    shown = dvc("metrics", "show", cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert "WARNING" not in shown.stderr + shown.stdout and "failed" not in (shown.stderr + shown.stdout).lower()
+    assert "reports/builtin/scores.json" in shown.stdout and "71.25" in shown.stdout
+    assert "paper" not in shown.stdout and "verdict" not in shown.stdout
+    params = dvc("params", "diff", "--all", cwd=project)
+    assert params.returncode == 0 and "failed" not in (params.stderr + params.stdout).lower(), params.stderr
+    assert "params.yaml" in params.stdout and "config/config.yaml" in params.stdout
+    dvc("plots", "show", cwd=project)  # may report missing figures; must write nowhere git sees
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True).stdout
+    assert "dvc_plots" not in status
