@@ -15,7 +15,7 @@ from mla import config as mla_config, grid, real_paths  # noqa: E402
 # config replaces what precedes it, an overlay is deep-merged over it), then --config key=value
 # settings (merged the same way); validated once, a wrong key fails here naming it. Snakemake's own
 # `config` dict is not used: it merges a complete --configfile into config/config.yaml's keys.
-CFG = mla_config.compose(workflow.overwrite_configfiles, workflow.config_settings.overwrite_config)
+CFG = mla_config.compose(workflow.overwrite_configfiles, dict(workflow.config_settings.config))
 # Jobs read exactly this config from a content-addressed file (.snakemake/mla-configs/<sha256>.yaml):
 # the same settings give the same file whatever file names they came from. The shell commands
 # name it (and the interpreter) through the globals MLA_CONFIG and PYTHON, never inside `params:` or
