@@ -93,9 +93,12 @@ def test_dvc_stage_declares_every_output_of_the_grid():
     cfg = config.load(CONFIG)
     stage = stage_all(ROOT / "dvc.yaml")
     assert_covers_the_grid(cfg, stage)
-    assert stage["cmd"] == "snakemake --cores all all"
+    assert stage["cmd"] == "snakemake --cores all all --configfile=params.yaml"
     assert not (ROOT / "all").exists()  # targets go before --configfile (Snakefile header)
-    assert stage["params"] == [{"config/config.yaml": None}]  # every parameter of the file
+    assert stage["params"] == [{"params.yaml": None}, {"config/config.yaml": None}]  # every parameter of both
+    # params.yaml restates the default config: `dvc repro` and `snakemake all` run the same jobs
+    assert config.compose([ROOT / "params.yaml"]) == cfg
+    assert list(yaml.safe_load((ROOT / "dvc.yaml").read_text())) == ["stages"]  # ${name}: params.yaml
     assert {"Snakefile", "workflow", "mla"} <= set(stage["deps"])
 
 
