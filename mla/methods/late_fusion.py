@@ -19,7 +19,7 @@ from mla.fusion import fuse, uniform_weights
 from mla.methods.base import METHODS, Method, cross_entropy
 from mla.methods.unimodal import Unimodal
 
-# Grid facts and options, read without importing this file (mla/catalog.py); `defaults` below come from it.
+# Grid facts (no options), read without importing this file (mla/catalog.py).
 CATALOG = {"per_modality": False, "modality_counts": [2, 3], "reuses": "unimodal", "options": {}}
 
 

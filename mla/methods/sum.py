@@ -24,7 +24,7 @@ from torch import nn
 from mla.methods.base import METHODS
 from mla.methods.common import FusionMethod
 
-# Grid facts and options, read without importing this file (mla/catalog.py); `defaults` below come from it.
+# Grid facts (no options), read without importing this file (mla/catalog.py).
 CATALOG = {"per_modality": False, "modality_counts": [2, 3], "reuses": None, "options": {}}
 
 
