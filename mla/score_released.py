@@ -113,8 +113,11 @@ def read_conversion(checkpoint: Path) -> dict | None:
     path = checkpoint.with_name(checkpoint.name + ".json")
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except ValueError as exc:
+        raise ValueError(f"conversion report {path}: not valid JSON ({exc}); rerun mla convert-weights") from None
 
 
 def check_conversion(conversion: dict | None, checkpoint: Path, dataset: str, modalities: tuple[str, ...],
@@ -171,7 +174,12 @@ def score(cfg: dict, dataset: str, checkpoint: str | Path, out: str | Path) -> d
     job = grid.Job(phase="released", dataset=dataset, method=METHOD, tag="released", seeds=(), job_dir=str(out))
     scoring = scoring_config(cfg, dataset)
     method = build_method(scoring, job, ds, modalities)
-    load_method_state(method, checkpoint)
+    try:
+        load_method_state(method, checkpoint)
+    except (RuntimeError, EOFError, OSError) as exc:  # e.g. a truncated file: torch names no path
+        if str(checkpoint) in str(exc):
+            raise
+        raise RuntimeError(f"cannot read converted checkpoint {checkpoint} (score-released {dataset}): {exc}") from exc
     permute_head(method.head, rows)
     method = place.module(method)
 
