@@ -256,7 +256,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key.path=value")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
 
 
 def override_mapping(cfg: dict, text: str) -> dict:
@@ -290,7 +293,10 @@ def retype(value: Any) -> Any:
     if isinstance(value, list):
         return [retype(v) for v in value]
     if isinstance(value, str):
-        parsed = yaml.safe_load(value) if value.strip() else value
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:  # not a YAML scalar: keep the text (the schema judges it)
+            return value
         return parsed if isinstance(parsed, (bool, int, float, type(None))) else value
     return value
 
