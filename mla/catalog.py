@@ -18,7 +18,7 @@ class DatasetInfo:
     """A dataset's modalities (in the order used everywhere) and its family.
 
     ``family`` decides where its files live: generated (``builtin``) data under
-    ``data/raw/builtin/<name>``, real datasets under ``data/raw/<name>``.
+    ``data/raw/builtin/<name>-<settings hash>``, real datasets under ``data/raw/<name>`` (mla/grid.py).
     ``paper_key`` names the paper dataset whose published numbers are shown beside it.
     """
 
@@ -35,8 +35,9 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("builtin_av", ("audio", "video"), 6, "builtin", "cremad"),
         DatasetInfo("builtin_it", ("image", "text"), 8, "builtin", "food101"),
         DatasetInfo("builtin_ait", ("audio", "image", "text"), 4, "builtin", "iemocap"),
-        # The paper's five datasets (MLA.md 2.1); class counts as in the official lists (3.11, 3.12).
-        # Kinetics-Sounds: OGM-GE's 31-class lists (3.11.3, D11). IEMOCAP's image is one face frame.
+        # The paper's five datasets (Sec. 4.1.1); class counts as in their official split lists.
+        # Kinetics-Sounds: the 31-class lists of OGM-GE (the released MLA code ships none).
+        # IEMOCAP's image is one face frame.
         DatasetInfo("cremad", ("audio", "video"), 6, "real", "cremad"),
         DatasetInfo("ks", ("audio", "video"), 31, "real", "ks"),
         DatasetInfo("food101", ("image", "text"), 101, "real", "food101"),
@@ -44,6 +45,7 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("iemocap", ("audio", "image", "text"), 4, "real", "iemocap"),
     )
 }
+
 
 @dataclass(frozen=True)
 class MethodInfo:
