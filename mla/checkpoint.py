@@ -119,7 +119,7 @@ class RunWork:
 
     def __init__(self, directory: Path, fingerprint: dict) -> None:
         self.dir = directory
-        self.job_id = fingerprint["job"]
+        self.job_id = fingerprint.get("job", "(unnamed)")
         self.state_path = directory / "state.pt"
         self.run_dir = directory / "run"
         self.resumed_from: int | None = None

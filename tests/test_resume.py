@@ -136,7 +136,7 @@ def test_killed_snakemake_reruns_only_the_unfinished_job(project: Path, referenc
     shutil.rmtree(project / "results/builtin/train", ignore_errors=True)
     with open(project / "snakemake-killed.log", "w") as log:  # one job at a time: concat, then mla
         proc = subprocess.Popen([sys.executable, "-m", "snakemake", *PLAIN, "--cores", "1", "phase_train",
-                                 "--prioritize", CONCAT], cwd=project, env=_env(), stdout=log,
+                                 "--prioritize", f"{CONCAT}/.complete"], cwd=project, env=_env(), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         kill_when(project / STATE.format(1), proc, group=True)
     k = killed_epoch(project)
