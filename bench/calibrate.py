@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = config.load(args.config, args.set + [f"seeds={args.seeds}"])
     set_threads(cfg["threads"])
-    ds = load_dataset(args.dataset)
+    ds = load_dataset(cfg, args.dataset)
     acc: dict[tuple[str, str], list[float]] = {}
     for job in grid.jobs(cfg):
         if job.phase != "train" or job.dataset != args.dataset or job.method not in args.methods:

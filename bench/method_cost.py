@@ -26,7 +26,7 @@ def main() -> None:
                                     "analysis.datasets=[]", "missing.datasets=[]", "ablation.datasets=[]"])
     set_threads(1)
     for d in args.datasets:
-        ds = load_dataset(d)
+        ds = load_dataset(cfg, d)
         for job in grid.jobs(cfg):
             if job.dataset != d:
                 continue

@@ -128,6 +128,7 @@ class RunWork:
         self.root = WORK_ROOT if root is None else Path(root)
         confine(directory, self.root)
         self.dir = directory
+        self.job_id = fingerprint.get("job", "(unnamed)")
         self.state_path = directory / "state.pt"
         self.run_dir = directory / "run"
         self.resumed_from: int | None = None
@@ -159,8 +160,8 @@ class RunWork:
         try:
             state = torch.load(self.state_path, map_location=device, weights_only=True)
         except Exception as exc:
-            raise RuntimeError(f"cannot read training state {self.state_path} ({exc}); "
-                               "delete it to train the run from the start") from exc
+            raise RuntimeError(f"cannot read training state {self.state_path} of job {self.job_id} "
+                               f"({exc}); delete it to train the run from the start") from exc
         self.resumed_from, self._prior_wall_s = state["epoch"], state["wall_s"]
         return state
 
@@ -205,6 +206,19 @@ def publish(run: RunWork, out_dir: str | Path) -> None:
     """Copy a finished run from ``work/`` to its output directory, atomically."""
     with name_on_error(out_dir), atomic_directory(out_dir, RESULTS_ROOT) as tmp:
         shutil.copytree(run.run_dir, tmp, dirs_exist_ok=True)
+
+
+def read_checkpoint(path: str | Path, job: grid.Job) -> dict:
+    """A published run's ``checkpoint.pt`` (tensors only); errors name the file and the job, and
+    a job without its completion marker is refused (it was interrupted or is still running)."""
+    if not Path(job.marker).is_file():
+        raise RuntimeError(f"job {job.id} is not complete ({job.marker} is missing): run `mla train --job {job.id}` "
+                           f"(or snakemake) first")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RuntimeError(f"cannot read checkpoint {path} of job {job.id} ({exc}); "
+                           f"rerun the job (delete {job.job_dir})") from exc
 
 
 def _read_json(path: Path) -> dict | None:

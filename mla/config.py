@@ -1,8 +1,10 @@
 """Load, override and validate an experiment config (no torch: the DAG imports this).
 
 One JSON schema (``config_schema.yaml``) validates every config; unknown keys and wrong
-types are errors that name the key. ``--set key.sub=value`` overrides are applied before
-validation, so they are checked the same way. :func:`model_for` gives the model section one
+types are errors that name the key. A run's config is composed by :func:`compose`: the default
+config, ``--configfile`` files (complete configs replace, overlays merge), ``snakemake --config``
+settings and ``--set key.sub=value`` overrides, all through one deep merge (:func:`merge`) and
+validated once, so every route is checked the same way. :func:`model_for` gives the model section one
 dataset trains with (``model.datasets.<name>`` merged over ``model``); :func:`method_options_for`
 gives a method's options on one dataset (``method_options.<method>.datasets.<name>`` merged over
 ``method_options.<method>``).
@@ -15,7 +17,9 @@ an integer (``3.0``, ``1.0e+30``); names that become directories match ``$defs/n
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -131,8 +135,8 @@ def _check_names(cfg: dict) -> None:
             catalog.method_info(m)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    _check_model(cfg)
     _check_method_options(cfg)
+    _check_model(cfg)
     _check_rates(cfg)
     for d in cfg["datasets"]:
         info = catalog.dataset_info(d)
@@ -153,6 +157,27 @@ def _check_names(cfg: dict) -> None:
             raise ConfigError(f"config key analysis.methods: {m} is not in methods {cfg['methods']}")
     if cfg["analysis"]["datasets"] and cfg["analysis"]["seed"] not in cfg["seeds"]:
         raise ConfigError(f"config key analysis.seed: {cfg['analysis']['seed']} is not in seeds {cfg['seeds']}")
+
+
+def _check_method_options(cfg: dict) -> None:
+    """Method options (``method_options.<m>``, each ``method_options.<m>.datasets.<d>`` merged over them,
+    ``ablation.variants.<v>`` for mla) against each method's ``CATALOG`` (names, types, choices), so a
+    typo fails when the config loads; per-dataset tables name catalog datasets."""
+    checks = []
+    for m, opts in cfg["method_options"].items():
+        base = {k: v for k, v in (opts or {}).items() if k != "datasets"}
+        checks.append((m, base, f"method_options.{m}"))
+        for d, over in ((opts or {}).get("datasets") or {}).items():
+            if d not in catalog.DATASETS:
+                raise ConfigError(f"config key method_options.{m}.datasets.{d}: unknown dataset; valid names: "
+                                  f"{', '.join(sorted(catalog.DATASETS))}")
+            checks.append((m, {**base, **(over or {})}, f"method_options.{m}.datasets.{d}"))
+    checks += [("mla", opts, f"ablation.variants.{v}") for v, opts in cfg["ablation"]["variants"].items()]
+    for method, opts, where in checks:
+        try:
+            catalog.check_options(method, opts or {}, where)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _check_builtin(cfg: dict, d: str) -> None:
@@ -198,15 +223,6 @@ def method_options_for(cfg: dict, method: str, dataset: str) -> dict:
     per_dataset = opts.pop("datasets", None) or {}
     opts.update(copy.deepcopy(per_dataset.get(dataset) or {}))
     return opts
-
-
-def _check_method_options(cfg: dict) -> None:
-    """Per-dataset method options name catalog datasets."""
-    for m, opts in cfg["method_options"].items():
-        for d in (opts.get("datasets") or {}):
-            if d not in catalog.DATASETS:
-                raise ConfigError(f"config key method_options.{m}.datasets.{d}: unknown dataset; valid names: "
-                                  f"{', '.join(sorted(catalog.DATASETS))}")
 
 
 def weights_path(name: str) -> str:
@@ -305,6 +321,22 @@ def _check_raw_entry(d: str, entry: dict, sources: dict) -> None:
         raise ConfigError(f"config key raw.{d}: give download: true or path: <your copy>")
 
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """``overlay`` deep-merged over ``base`` (a new dict): mappings merge key by key, anything
+    else (lists included) is replaced. The one merge of configs: ``--configfile`` overlays,
+    ``snakemake --config`` and ``mla ... --set`` all go through it."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=3"`` -> (["a", "b"], 3); the value is parsed as YAML."""
     if "=" not in text:
@@ -313,40 +345,27 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parse_yaml(value, f"override {text!r}")
 
 
-def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
-    """Return a copy of ``cfg`` with ``key.path=value`` overrides applied.
+def override_mapping(cfg: dict, text: str) -> dict:
+    """The overlay ``{"a": {"b": 3}}`` of ``"a.b=3"``. Missing sections are created (the schema
+    then rejects unknown keys, naming them); descending into a value that is no section is an error."""
+    path, value = parse_override(text)
+    node: Any = cfg
+    for i, part in enumerate(path[:-1]):
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and not isinstance(node, dict):
+            raise ConfigError(f"config key {'.'.join(path[: i + 1])} is not a section (in override {text!r})")
+    overlay: Any = value
+    for part in reversed(path):
+        overlay = {part: overlay}
+    return overlay
 
-    Only existing sections can be descended into; the schema then rejects unknown leaves.
-    """
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    """Return a copy of ``cfg`` with ``key.path=value`` overrides merged in (:func:`merge`)."""
     out = copy.deepcopy(cfg)
     for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for i, part in enumerate(path[:-1]):
-            if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"unknown config key {'.'.join(path[: i + 1])} (in override {text!r})")
-            node = node[part]
-        if not isinstance(node, dict):
-            raise ConfigError(f"config key {'.'.join(path[:-1])} is not a section (in override {text!r})")
-        node[path[-1]] = value
+        out = merge(out, override_mapping(out, text))
     return out
-
-
-def has_settings(path: str | Path) -> bool:
-    """Whether a config file sets anything (the root file ``all`` is an empty mapping: see ``Snakefile``)."""
-    return bool(read_yaml(path))
-
-
-def load(path: str | Path, overrides: Iterable[str] = ()) -> dict:
-    """Load a YAML config, apply overrides and validate it; errors name the file."""
-    path = Path(path)
-    cfg = read_yaml(path)
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    try:
-        return validate(apply_overrides(_unshare(cfg), overrides))
-    except ConfigError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -425,6 +444,109 @@ def _check_expansion(root: yaml.Node, source: str) -> None:
             open_.add(key)
             stack.append((node, True))
             stack.extend((c, False) for c in children(node) if id(c) not in sizes)
+
+
+def retype(value: Any) -> Any:
+    """A value from ``snakemake --config`` with its YAML types: Snakemake parses nested values
+    with YAML's BaseLoader, which keeps every scalar a string (``seeds=[0]`` gives ``['0']``)."""
+    if isinstance(value, dict):
+        return {k: retype(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [retype(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:  # not a YAML scalar: keep the text (the schema judges it)
+            return value
+        return parsed if isinstance(parsed, (bool, int, float, type(None))) else value
+    return value
+
+
+def is_complete(cfg: dict) -> bool:
+    """Whether ``cfg`` sets every required top-level key: a complete config stands alone, any
+    other mapping is an overlay merged over the default config (or the files before it)."""
+    return set(schema()["required"]) <= set(cfg)
+
+
+def read_file(path: str | Path) -> dict:
+    """A config file's mapping (aliases unshared); the error names the file."""
+    path = Path(path)
+    cfg = read_yaml(path)
+    if cfg is None:
+        cfg = {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return _unshare(cfg)
+
+
+BASE_KEY = "base"  # an overlay may name the config it overlays (default: config/config.yaml)
+
+
+def _layers(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict | None, list[tuple[str, dict]]]:
+    """``path`` as (a complete config it starts from or None, the overlays to merge over it, in order).
+    An overlay's ``base: <file>`` (relative to the working directory) is composed first."""
+    layer = read_file(path)
+    if is_complete(layer):
+        return layer, []
+    base = layer.pop(BASE_KEY, None)
+    if base is None:
+        return None, [(str(path), layer)]
+    base = Path(base)
+    if base.resolve() in seen:
+        raise ConfigError(f"config file {path}: base {base} includes itself")
+    start, overlays = _layers(base, seen + (Path(path).resolve(),))
+    if start is None:  # the base is itself an overlay of the default config
+        start = read_file(DEFAULT_CONFIG)
+    return start, overlays + [(str(path), layer)]
+
+
+def compose(files: Iterable[str | Path], settings: dict | None = None, overrides: Iterable[str] = ()) -> dict:
+    """The config of a run: the default config, then each file in order (a complete config
+    replaces what precedes it, an overlay is merged over it, over its ``base`` if it names one),
+    then ``settings`` (``snakemake --config``, merged) and ``overrides`` (``key.path=value``);
+    validated once at the end. Errors name the offending key and the sources."""
+    cfg = read_file(DEFAULT_CONFIG)
+    sources = [str(DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1]))]
+    for f in files:
+        start, overlays = _layers(Path(f))
+        if start is not None:
+            cfg, sources = start, [str(f) if not overlays else f"{f} (base)"]
+        for name, layer in overlays:
+            cfg = merge(cfg, layer)
+            sources.append(name)
+    if settings:
+        cfg = merge(cfg, retype(settings))
+        sources.append("--config " + " ".join(sorted(settings)))
+    overrides = list(overrides)
+    sources += [f"--set {o}" for o in overrides]
+    try:
+        return validate(apply_overrides(cfg, overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (config from {' + '.join(sources)})") from None
+
+
+def load(path: str | Path, overrides: Iterable[str] = ()) -> dict:
+    """Load a YAML config (an overlay is merged over the default config), apply overrides and validate it."""
+    return compose([path], None, overrides)
+
+
+def digest(cfg: dict) -> str:
+    """sha256 of the config's canonical YAML (:func:`dump`)."""
+    return hashlib.sha256(dump(cfg).encode()).hexdigest()
+
+
+def write_resolved(cfg: dict, directory: str | Path) -> Path:
+    """Write ``cfg`` once to ``<directory>/<sha256>.yaml`` (content-addressed: the same settings
+    give the same file, whatever file names they came from) and return its path. Written to a
+    temporary file and renamed, so concurrent writers never leave a partial file."""
+    directory = Path(directory)
+    path = directory / f"{digest(cfg)}.yaml"
+    if not path.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(dump(cfg))
+        os.replace(tmp, path)
+    return path
 
 
 def _unshare(node: Any) -> Any:

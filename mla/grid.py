@@ -8,6 +8,8 @@ start-up cost is paid once per several runs. Each seed's run has its own directo
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from mla import catalog, real_paths
@@ -15,6 +17,9 @@ from mla.errors import UnsafeNameError
 from mla.safepaths import check_name, is_name
 
 PHASES = ("train", "missing", "ablation")
+# Written last into a job's directory when all its seeds are in place: a directory without it
+# (an interrupted or failed job, an empty directory) is unfinished, for Snakemake and the CLI alike.
+COMPLETE = ".complete"
 
 
 @dataclass(frozen=True)
@@ -52,20 +57,51 @@ class Job:
         return f"{self.phase}/{self.dataset}/{self.tag}"
 
     @property
+    def marker(self) -> str:
+        """The completion marker: the job's output for Snakemake, written after every seed."""
+        return f"{self.job_dir}/{COMPLETE}"
+
+    @property
     def runs(self) -> list[Run]:
         return [Run(self.id, s, f"{self.job_dir}/seed{s}") for s in self.seeds]
 
 
-def raw_dir(dataset: str) -> str:
-    """Where a dataset's raw media live."""
-    info = catalog.dataset_info(dataset)
-    return f"data/raw/builtin/{dataset}" if info.family == "builtin" else real_paths.raw_dir(dataset)
+def _short_hash(settings: object) -> str:
+    """12 hex digits of the sha256 of ``settings`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def feature_dir(dataset: str) -> str:
-    """Where a dataset's feature store lives."""
+def generator_settings(cfg: dict, dataset: str) -> dict:
+    """What a built-in dataset's raw media depend on: its generator parameters (``data.<d>``)."""
+    return cfg["data"][dataset]
+
+
+def feature_settings(cfg: dict, dataset: str) -> dict:
+    """What a built-in dataset's feature store depends on: its raw media (generator settings),
+    the feature parameters of its modalities, the shard size and the validation carve."""
+    mods = catalog.dataset_info(dataset).modalities
+    return {"generator": generator_settings(cfg, dataset), "shard_size": cfg["features"]["shard_size"],
+            "features": {m: cfg["features"][m] for m in mods},
+            "split_seed": cfg["split_seed"], "val_fraction": cfg["val_fraction"]}
+
+
+def raw_dir(cfg: dict, dataset: str) -> str:
+    """Where a dataset's raw media live. Built-in data are keyed by the settings that generate
+    them (``data/raw/builtin/<d>-<hash>``), so configs with other settings never share or
+    overwrite them, and configs with the same settings share them."""
     info = catalog.dataset_info(dataset)
-    return f"data/features/builtin/{dataset}" if info.family == "builtin" else real_paths.feature_dir(dataset)
+    if info.family != "builtin":
+        return real_paths.raw_dir(dataset)
+    return f"data/raw/builtin/{dataset}-{_short_hash(generator_settings(cfg, dataset))}"
+
+
+def feature_dir(cfg: dict, dataset: str) -> str:
+    """Where a dataset's feature store lives; built-in stores are keyed by
+    :func:`feature_settings` (``data/features/builtin/<d>-<hash>``)."""
+    info = catalog.dataset_info(dataset)
+    if info.family != "builtin":
+        return real_paths.feature_dir(dataset)
+    return f"data/features/builtin/{dataset}-{_short_hash(feature_settings(cfg, dataset))}"
 
 
 def results_dir(cfg: dict) -> str:
@@ -84,8 +120,9 @@ def report_files(cfg: dict) -> list[str]:
     outside the grid say 'not run'), so dvc.yaml can list them: the report rule's outputs."""
     rep = report_dir(cfg)
     files = [f"{rep}/{t}.{ext}" for t in REPORT_TABLES for ext in ("md", "csv", "html")]
-    return files + [f"{rep}/{f}" for f in ("claims.md", "report.html", "metrics.json", "training_curves.png",
-                                          "modality_gap.png", "table1.png", "table2.png", "table3.png")]
+    return files + [f"{rep}/{f}" for f in ("claims.md", "report.html", "metrics.json", "scores.json",
+                                          "training_curves.png", "modality_gap.png", "table1.png", "table2.png",
+                                          "table3.png")]
 
 
 def analysis_dir(cfg: dict, dataset: str) -> str:
@@ -216,8 +253,8 @@ def dvc_outputs(cfg: dict) -> list[str]:
 def all_output_paths(cfg: dict) -> list[str]:
     """Every output path the grid produces (data, runs, analyses, the report's files)."""
     builtin = [d for d in cfg["datasets"] if catalog.dataset_info(d).family == "builtin"]
-    paths = [raw_dir(d) for d in builtin] + [feature_dir(d) for d in builtin] + real_paths.data_outputs(cfg)
+    paths = [raw_dir(cfg, d) for d in builtin] + [feature_dir(cfg, d) for d in builtin] + real_paths.data_outputs(cfg)
     for j in jobs(cfg):
-        paths += [j.job_dir] + [r.run_dir for r in j.runs]
+        paths += [j.job_dir, j.marker] + [r.run_dir for r in j.runs]
     paths += [analysis_dir(cfg, d) for d in cfg["analysis"]["datasets"]]
     return paths + report_files(cfg)

@@ -113,8 +113,11 @@ def read_conversion(checkpoint: Path) -> dict | None:
     path = checkpoint.with_name(checkpoint.name + ".json")
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except ValueError as exc:
+        raise ValueError(f"conversion report {path}: not valid JSON ({exc}); rerun mla convert-weights") from None
 
 
 def check_conversion(conversion: dict | None, checkpoint: Path, dataset: str, modalities: tuple[str, ...],
@@ -156,7 +159,7 @@ def score(cfg: dict, dataset: str, checkpoint: str | Path, out: str | Path) -> d
     check_conversion(conversion, checkpoint, dataset, modalities, entry.get("sha256"))
 
     # --- store and classes ------------------------------------------------------------------------
-    feat_dir = Path(grid.feature_dir(dataset))
+    feat_dir = Path(grid.feature_dir(cfg, dataset))
     manifest = read_manifest(feat_dir)
     store_classes = list(manifest["classes"])
     ckpt_classes, rows, rule = class_mapping(dataset, store_classes, entry.get("classes"))
@@ -165,13 +168,18 @@ def score(cfg: dict, dataset: str, checkpoint: str | Path, out: str | Path) -> d
                          f"training split, not BERT's vocab.txt the checkpoint's text encoder was trained with")
     set_threads(cfg["threads"])  # as training jobs
     place = placement(cfg)
-    ds = load_dataset(dataset)
+    ds = load_dataset(cfg, dataset)
 
     # --- build and load ---------------------------------------------------------------------------
     job = grid.Job(phase="released", dataset=dataset, method=METHOD, tag="released", seeds=(), job_dir=str(out))
     scoring = scoring_config(cfg, dataset)
     method = build_method(scoring, job, ds, modalities)
-    load_method_state(method, checkpoint)
+    try:
+        load_method_state(method, checkpoint)
+    except (RuntimeError, EOFError, OSError) as exc:  # e.g. a truncated file: torch names no path
+        if str(checkpoint) in str(exc):
+            raise
+        raise RuntimeError(f"cannot read converted checkpoint {checkpoint} (score-released {dataset}): {exc}") from exc
     permute_head(method.head, rows)
     method = place.module(method)
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from mla.batches import FBANK_NORMS, SplitTensors, audio_stats, to_tensors
 from mla.checkpoint import JobWork, RunWork
 from mla.devices import placement
 from mla.evaluate import accuracies, scored_rows, split_metrics
-from mla.io import atomic_directory, name_on_error, save_npz, writable_directory, write_json
+from mla.io import atomic_directory, atomic_file, name_on_error, save_npz, writable_directory, write_json
 from mla.features.store import load_split, load_vocab, read_manifest
 from mla.methods.base import create_method, Method
 from mla.missing import SPLITS, draw_mask, realised
@@ -67,9 +68,9 @@ class DatasetArrays:
     text_len: int | None = None  # token positions per text (from the store's manifest)
 
 
-def load_dataset(dataset: str) -> DatasetArrays:
+def load_dataset(cfg: dict, dataset: str) -> DatasetArrays:
     """Open the feature store of ``dataset`` (checksums verified; rows not read)."""
-    feat_dir = grid.feature_dir(dataset)
+    feat_dir = grid.feature_dir(cfg, dataset)
     manifest = read_manifest(feat_dir)
     modalities = tuple(catalog.dataset_info(dataset).modalities)
     if tuple(manifest["modalities"]) != modalities:
@@ -304,7 +305,7 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
     states = {}
     for dep in job.needs:
         part = by_id[dep]
-        ckpt = torch.load(f"{part.job_dir}/seed{seed}/checkpoint.pt", map_location="cpu", weights_only=True)
+        ckpt = checkpoint.read_checkpoint(f"{part.job_dir}/seed{seed}/checkpoint.pt", part)
         states[part.modality] = ckpt["state_dict"]
     method.load_branches(states)
     method = place.module(method)
@@ -340,16 +341,18 @@ def run_job(cfg: dict, job_id: str) -> None:
     job = grid.job_by_id(cfg, job_id)
     confine(job.job_dir, checkpoint.RESULTS_ROOT)  # before anything is created: names are checked, paths too
     writable_directory(Path(job.job_dir).parent)  # fail now, not after training, if outputs cannot be written
+    Path(job.marker).unlink(missing_ok=True)  # unfinished from now until every seed is in place
     reuses = catalog.method_info(job.method).reuses  # scoring only: seconds, nothing to resume
     work = None if reuses else JobWork(cfg, job)  # locks the job's work directory
     set_threads(cfg["threads"])
-    ds = load_dataset(job.dataset)
+    ds = load_dataset(cfg, job.dataset)
     if work is None:
         for r in job.runs:
             start = time.perf_counter()
             metrics, log, state, masks = assemble_run(cfg, job, ds, r.seed)
             write_run(r.run_dir, cfg, metrics, log, state, masks, time.perf_counter() - start)
             print(f"{job.id} seed {r.seed}: test {metrics['test']}", flush=True)
+        mark_complete(job)
         return
     for r in job.runs:
         run = work.run(r.seed)
@@ -361,4 +364,16 @@ def run_job(cfg: dict, job_id: str) -> None:
             run.drop_state()
             print(f"{job.id} seed {r.seed}: test {metrics['test']} (epoch {metrics['selected_epoch']})", flush=True)
         checkpoint.publish(run, r.run_dir)
+    mark_complete(job)
     work.finish()
+
+
+def mark_complete(job: grid.Job) -> None:
+    """Remove seed directories an older run of the job left (seeds it no longer has), then write
+    the completion marker last: the job's directory is now whole (see ``grid.COMPLETE``)."""
+    keep = {Path(r.run_dir).name for r in job.runs}
+    for old in Path(job.job_dir).glob("seed*"):
+        if old.name not in keep:
+            shutil.rmtree(old)
+    with name_on_error(job.marker), atomic_file(job.marker) as tmp:
+        write_json(tmp, {"job": job.id, "seeds": list(job.seeds)})

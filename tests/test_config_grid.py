@@ -31,15 +31,13 @@ def test_default_config_is_valid_and_named():
         ("training.epochs=ten", "training.epochs"),
         ("training.epocs=3", "training.epocs"),
         ("bogus=1", "bogus"),
-        ("method_options.mla.hgm=[1]", None),  # option values are checked by the method
+        ("method_options.mla.hgm=[1]", "method_options.mla.hgm"),  # checked against mla's CATALOG
+        ("method_options.mla.hbarr=batch", "method_options.mla.hbarr"),
         ("seeds=3", "seeds"),
         ("missing.masking=random", "missing.masking"),
     ],
 )
 def test_config_errors_name_the_key(override, culprit):
-    if culprit is None:
-        config.load(CONFIG, [override])
-        return
     with pytest.raises(config.ConfigError, match=re.escape(culprit)):
         config.load(CONFIG, [override])
 
@@ -52,8 +50,10 @@ def test_unknown_dataset_or_method_lists_valid_names():
 
 
 def test_override_of_missing_section_is_an_error(tmp_path):
-    with pytest.raises(config.ConfigError, match="unknown config key nope \\(in override"):
+    with pytest.raises(config.ConfigError, match="unknown config key nope .*--set nope.deeper.x=1"):
         config.load(CONFIG, ["nope.deeper.x=1"])
+    with pytest.raises(config.ConfigError, match="config key seeds is not a section"):
+        config.load(CONFIG, ["seeds.x=1"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(config.ConfigError, match="mapping"):
@@ -93,8 +93,12 @@ def test_dvc_stage_declares_every_output_of_the_grid():
     cfg = config.load(CONFIG)
     stage = stage_all(ROOT / "dvc.yaml")
     assert_covers_the_grid(cfg, stage)
-    assert stage["cmd"] == "snakemake --cores all all"
-    assert stage["params"] == [{"config/config.yaml": None}]  # every parameter of the file
+    assert stage["cmd"] == "snakemake --cores all all --configfile=params.yaml"
+    assert not (ROOT / "all").exists()  # targets go before --configfile (Snakefile header)
+    assert stage["params"] == [{"params.yaml": None}, {"config/config.yaml": None}]  # every parameter of both
+    # params.yaml restates the default config: `dvc repro` and `snakemake all` run the same jobs
+    assert config.compose([ROOT / "params.yaml"]) == cfg
+    assert list(yaml.safe_load((ROOT / "dvc.yaml").read_text())) == ["stages"]  # ${name}: params.yaml
     assert {"Snakefile", "workflow", "mla"} <= set(stage["deps"])
 
 

@@ -236,9 +236,9 @@ def test_real_paths_and_acquire_arguments():
     assert real_paths.acquire_args(cfg, "iemocap") == ["--in-place", "--root", "/path/to/IEMOCAP_full_release",
                                                        "--reference", "ref/iemocap.json"]
     assert real_paths.acquire_args(cfg, "ks")[-2:] == ["--allow-missing", "ks_gone.txt"]
-    assert real_paths.raw_root(cfg, "cremad") == "data/raw/cremad" == grid.raw_dir("cremad")
+    assert real_paths.raw_root(cfg, "cremad") == "data/raw/cremad" == grid.raw_dir(cfg, "cremad")
     assert real_paths.raw_root(cfg, "mvsa") == "/path/to/MVSA_Single"
-    assert real_paths.feature_dir("mvsa") == grid.feature_dir("mvsa")
+    assert real_paths.feature_dir("mvsa") == grid.feature_dir(cfg, "mvsa")
     assert real_paths.user_files(cfg, "ks") == ["ks_gone.txt"]
     assert real_paths.user_files(cfg, "food101") == ["/path/to/bert-base-uncased/vocab.txt"]
     assert list(real_paths.weights_used(cfg)) == ["data/weights/m3ae_base.pt", "data/weights/cavmae.pt"]
@@ -288,9 +288,8 @@ def _job_counts(text: str) -> dict[str, int]:
 
 
 def test_paper_dag_builds_without_data_and_without_torch():
-    # The literal command: "all" after --configfile (which takes several files) is read as a
-    # config file too, the empty root file `all`, and the default target is rule all.
-    out = _snakemake("-n", "--configfile", "config/paper.yaml", "all")
+    # The documented order: the target before --configfile (which takes several files).
+    out = _snakemake("-n", "all", "--configfile", "config/paper.yaml")
     assert out.returncode == 0, out.stderr[-3000:]
     counts = _job_counts(out.stdout + out.stderr)
     assert counts == {"split_lists": 5, "download_raw": 1, "verify_raw": 4, "prepare": 5, "convert_weights": 2,

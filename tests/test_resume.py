@@ -136,7 +136,7 @@ def test_killed_snakemake_reruns_only_the_unfinished_job(project: Path, referenc
     shutil.rmtree(project / "results/builtin/train", ignore_errors=True)
     with open(project / "snakemake-killed.log", "w") as log:  # one job at a time: concat, then mla
         proc = subprocess.Popen([sys.executable, "-m", "snakemake", *PLAIN, "--cores", "1", "phase_train",
-                                 "--prioritize", CONCAT], cwd=project, env=_env(), stdout=log,
+                                 "--prioritize", f"{CONCAT}/.complete"], cwd=project, env=_env(), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         kill_when(project / STATE.format(1), proc, group=True)
     k = killed_epoch(project)
@@ -149,7 +149,7 @@ def test_killed_snakemake_reruns_only_the_unfinished_job(project: Path, referenc
     out = snakemake(*PLAIN, "--cores", "1", "--rerun-incomplete", "phase_train", cwd=project)
     out = out.stdout + out.stderr
     assert job_counts(out) == {"train": 1, "phase_train": 1}  # no data job, one training job ...
-    assert f"output: {MLA}\n" in out and f"output: {CONCAT}\n" not in out  # ... the killed one
+    assert f"output: {MLA}/.complete\n" in out and f"output: {CONCAT}/.complete\n" not in out  # ... the killed one
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in before}
     assert after == before, "a finished job's files were rewritten"
     log = (project / "logs/builtin/train/builtin_it/mla.log").read_text()

@@ -41,7 +41,7 @@ MARK = "# Written by mla's tests/test_slurm.py, which removes it when done."
 CONF = Path("/etc/slurm/slurm.conf")
 GRES = Path("/etc/slurm/gres.conf")
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-TARGET = "results/builtin/train/builtin_it/concat"  # one training job, on SLURM and locally
+TARGET = "results/builtin/train/builtin_it/concat/.complete"  # one training job (its marker), on SLURM and locally
 TRAIN_RULES = {"train", "train_missing", "train_ablation"}
 TINY = {
     "seeds": [0],

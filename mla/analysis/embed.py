@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mla import grid
+from mla import checkpoint, grid
 from mla.config import model_for
 from mla.batches import eval_batches
 from mla.io import atomic_directory, save_npz
@@ -15,7 +15,7 @@ from mla.train import DatasetArrays, build_method, load_dataset, set_threads, sp
 def load_trained(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> Method:
     """Rebuild a run's method and load its selected checkpoint (tensors only, no code)."""
     run_dir = f"{job.job_dir}/seed{seed}"
-    ckpt = torch.load(f"{run_dir}/checkpoint.pt", map_location="cpu", weights_only=True)
+    ckpt = checkpoint.read_checkpoint(f"{run_dir}/checkpoint.pt", job)
     modalities = (job.modality,) if job.modality else ds.modalities
     method = build_method(cfg, job, ds, modalities)
     method.load_state_dict(ckpt["state_dict"])
@@ -40,7 +40,7 @@ def analyse_dataset(cfg: dict, dataset: str) -> None:
 
     set_threads(cfg["threads"])
     seed = cfg["analysis"]["seed"]
-    ds = load_dataset(dataset)
+    ds = load_dataset(cfg, dataset)
     with atomic_directory(grid.analysis_dir(cfg, dataset)) as tmp:
         for job in grid.analysis_jobs(cfg)[dataset]:
             method = load_trained(cfg, job, ds, seed)

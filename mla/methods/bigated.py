@@ -42,15 +42,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 from mla.methods.common import FusionMethod
+
+# Grid facts (no options), read without importing this file (mla/catalog.py).
+CATALOG = {"per_modality": False, "modality_counts": [2, 3], "reuses": None,
+           "options": {"reverse": {"default": False}}}  # OGM-GE GatedFusion(x_gate=True): the first modality gates
 
 
 @METHODS.register("bigated")
 class BiGated(FusionMethod):
     """OGM-GE's GatedFusion: ``fc_out(sigmoid(o_x) * o_y)``, chained over three modalities."""
 
-    defaults = {"reverse": False}
+    defaults = option_defaults(CATALOG)
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)

@@ -11,6 +11,9 @@ from torch import nn
 
 from mla.methods.base import METHODS, Method, cross_entropy
 
+# Grid facts (no options), read without importing this file (mla/catalog.py).
+CATALOG = {"per_modality": False, "modality_counts": [2, 3], "reuses": None, "options": {}}
+
 
 def subhead_logits(head: nn.Linear, feats: torch.Tensor, m: int, n_modalities: int) -> torch.Tensor:
     """Modality ``m``'s sub-head: ``feats @ W[:, m*s:(m+1)*s].T + b / M``."""

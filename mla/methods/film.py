@@ -34,13 +34,22 @@ from torch import nn
 
 from mla.methods.base import METHODS
 from mla.methods.common import FusionMethod
+from mla.catalog import option_defaults
+
+# Grid facts and options, read without importing this file (mla/catalog.py); `defaults` below come from it.
+CATALOG = {
+    "per_modality": False,
+    "modality_counts": [2, 3],
+    "reuses": None,
+    "options": {"reverse": {"default": False}},
+}
 
 
 @METHODS.register("film")
 class FiLM(FusionMethod):
     """Chain of FiLM layers: each modality is modulated by the chain state so far."""
 
-    defaults = {"reverse": False}
+    defaults = option_defaults(CATALOG)
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)

@@ -27,6 +27,9 @@ from mla.fusion import fuse, uniform_weights
 from mla.methods.base import METHODS, Method, cross_entropy
 from mla.methods.unimodal import Unimodal
 
+# Grid facts (no options), read without importing this file (mla/catalog.py).
+CATALOG = {"per_modality": False, "modality_counts": [2, 3], "reuses": "unimodal", "options": {}}
+
 
 @METHODS.register("late_fusion")
 class LateFusion(Method):

@@ -61,6 +61,22 @@ from torch import nn
 from mla.batches import SplitTensors, shuffled_batches
 from mla.fusion import FUSIONS, fuse
 from mla.methods.base import METHODS, Method, cross_entropy
+from mla.catalog import option_choices, option_defaults
+
+# Grid facts and options, read without importing this file (mla/catalog.py); `defaults` below come from it.
+CATALOG = {
+    "per_modality": False,
+    "modality_counts": [2, 3],
+    "reuses": None,
+    "options": {
+        "hgm": {"default": True},
+        "hgm_order": {"default": "current", "choices": ["current", "previous"]},
+        "hbar": {"default": "running", "choices": ["running", "epoch", "batch"]},
+        "alpha_schedule": {"default": "released", "choices": ["released", "constant"]},
+        "alpha": {"default": 0.1},
+        "fusion": {"default": "dynamic", "choices": ["dynamic", "uniform"]},  # mla/fusion.py FUSIONS
+    },
+}
 
 
 def rls_update(P: torch.Tensor, hbar: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -92,20 +108,8 @@ def _sig(x: float) -> float:
 class MLA(Method):
     """Alternating unimodal training with a shared head, HGM and dynamic fusion."""
 
-    defaults = {
-        "hgm": True,
-        "hgm_order": "current",
-        "hbar": "running",
-        "alpha_schedule": "released",
-        "alpha": 0.1,
-        "fusion": "dynamic",
-    }
-    choices = {
-        "hgm_order": ("current", "previous"),
-        "hbar": ("running", "epoch", "batch"),
-        "alpha_schedule": ("released", "constant"),
-        "fusion": tuple(FUSIONS),
-    }
+    defaults = option_defaults(CATALOG)
+    choices = option_choices(CATALOG)
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)

@@ -71,6 +71,19 @@ from torch import nn
 
 from mla.fusion import fuse
 from mla.methods.base import METHODS, Method, cross_entropy
+from mla.catalog import option_defaults
+
+# Grid facts and options, read without importing this file (mla/catalog.py); `defaults` below come from it.
+CATALOG = {
+    "per_modality": False,
+    "modality_counts": [2, 3],
+    "reuses": None,
+    "options": {
+        "torch18_zero_grad": {"default": False},
+        "fusion": {"default": "dynamic", "choices": ["dynamic", "fixed"]},
+        "eval_block": {"default": 64},
+    },
+}
 
 # [C]: av_alpha = 0.55 from main(av_alpha=0.55) (D12); a/v/t_alpha = 0.35/0.25/0.40.
 FIXED_WEIGHTS = {2: (0.55, 0.45), 3: (0.35, 0.25, 0.40)}
@@ -117,11 +130,7 @@ def fixed_fuse(logits: torch.Tensor) -> torch.Tensor:
 class MLAReleased(Method):
     """Shared forward, M sequential head+encoder steps per paired batch, no HGM, batch-level DF."""
 
-    defaults = {
-        "torch18_zero_grad": False,
-        "fusion": "dynamic",
-        "eval_block": 64,
-    }
+    defaults = option_defaults(CATALOG)
     fusions = ("dynamic", "fixed")
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:

@@ -69,6 +69,22 @@ from mla.batches import SplitTensors
 from mla.methods.base import METHODS, cross_entropy
 from mla.methods.common import FusionMethod
 from mla.methods.concat import subhead_logits
+from mla.catalog import option_choices, option_defaults
+
+# Grid facts and options, read without importing this file (mla/catalog.py); `defaults` below come from it.
+CATALOG = {
+    "per_modality": False,
+    "modality_counts": [2, 3],
+    "reuses": None,
+    "options": {
+        "alpha": {"default": 0.1},  # OGM-GE README "default modulation setting" (--alpha is required in main.py)
+        "modulation_starts": {"default": 0},  # OGM-GE main.py L41
+        "modulation_ends": {"default": 50},  # OGM-GE main.py L42
+        "gaussian_enhancement": {"default": True},  # OGM_GE (the MLA paper's Table 1 row), not OGM
+        "modulated_params": {"default": "4d", "choices": ["4d", "matrices", "all"]},  # 4d: OGM-GE's conv kernels
+        "ratio_others": {"default": "sum", "choices": ["sum", "mean"]},
+    },
+}
 
 # How each ``modulated_params`` choice selects an encoder parameter (by its shape, which is
 # its gradient's shape).
@@ -126,15 +142,8 @@ def modulate_gradients(params: list[nn.Parameter], coeff: float, noise: bool,
 class OGMGE(FusionMethod):
     """Concat fusion with OGM-GE's per-batch encoder-gradient modulation."""
 
-    defaults = {
-        "alpha": 0.1,                 # OGM-GE README "default modulation setting" (--alpha is required in main.py)
-        "modulation_starts": 0,       # OGM-GE main.py L41
-        "modulation_ends": 50,        # OGM-GE main.py L42
-        "gaussian_enhancement": True,  # OGM_GE (the MLA paper's Table 1 row), not OGM
-        "modulated_params": "4d",     # OGM-GE: gradients with 4 dimensions (conv kernels)
-        "ratio_others": "sum",        # three modalities: [C]'s s_u / sum of the others
-    }
-    choices = {"modulated_params": ("4d", "matrices", "all"), "ratio_others": ("sum", "mean")}  # = SELECTORS' keys
+    defaults = option_defaults(CATALOG)
+    choices = option_choices(CATALOG)  # modulated_params: SELECTORS' keys
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)

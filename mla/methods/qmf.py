@@ -58,6 +58,15 @@ from torch.nn import functional as F
 from mla.batches import SplitTensors
 from mla.methods.base import METHODS, cross_entropy
 from mla.methods.common import FusionMethod
+from mla.catalog import option_defaults
+
+# Grid facts and options, read without importing this file (mla/catalog.py); `defaults` below come from it.
+CATALOG = {
+    "per_modality": False,
+    "modality_counts": [2, 3],
+    "reuses": None,
+    "options": {"temperature": {"default": 10.0}, "lam": {"default": 0.1}},
+}
 
 
 def energy_confidence(logits: torch.Tensor, temperature: float = 10.0) -> torch.Tensor:
@@ -95,7 +104,7 @@ def rank_loss(confidence: torch.Tensor, target: torch.Tensor, margin: torch.Tens
 class QMF(FusionMethod):
     """Unimodal heads, energy-weighted late fusion, history-based confidence ranking."""
 
-    defaults = {"temperature": 10.0, "lam": 0.1}
+    defaults = option_defaults(CATALOG)
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)

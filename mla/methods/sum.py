@@ -24,6 +24,9 @@ from torch import nn
 from mla.methods.base import METHODS
 from mla.methods.common import FusionMethod
 
+# Grid facts (no options), read without importing this file (mla/catalog.py).
+CATALOG = {"per_modality": False, "modality_counts": [2, 3], "reuses": None, "options": {}}
+
 
 @METHODS.register("sum")
 class Sum(FusionMethod):

@@ -5,9 +5,8 @@ use rule train as train_ablation with:
     input:
         unpack(train_inputs("ablation")),
     output:
-        directory(f"{RES}/ablation/{{dataset}}/{{tag}}"),
+        f"{RES}/ablation/{{dataset}}/{{tag}}/{grid.COMPLETE}",
     params:
-        config=CONFIG_FILE,
         job=lambda w: f"ablation/{w.dataset}/{w.tag}",
         fingerprint=train_params("ablation"),
     log:
@@ -16,4 +15,4 @@ use rule train as train_ablation with:
 
 rule phase_ablation:
     input:
-        [j.job_dir for j in JOBS.values() if j.phase == "ablation"],
+        [j.marker for j in JOBS.values() if j.phase == "ablation"],

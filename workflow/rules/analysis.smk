@@ -3,13 +3,13 @@
 
 rule analyze:
     input:
-        runs=lambda w: [j.job_dir for j in grid.analysis_jobs(CFG)[w.dataset]],
+        runs=lambda w: [j.marker for j in grid.analysis_jobs(CFG)[w.dataset]],
         code=CODE_ANALYSIS,
     output:
         directory(f"{RES}/analysis/{{dataset}}"),
     params:
-        config=CONFIG_FILE,
         analysis=json.dumps(CFG["analysis"], sort_keys=True),
+        model=lambda w: json.dumps(mla_config.model_for(CFG, w.dataset), sort_keys=True),
     log:
         f"logs/{NAME}/analysis/{{dataset}}.log",
     conda:
@@ -19,7 +19,7 @@ rule analyze:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
     shell:
-        "python -m mla analyze --config {params.config} --dataset {wildcards.dataset} > {log} 2>&1"
+        "{PYTHON:q} -m mla analyze --config {MLA_CONFIG:q} --dataset {wildcards.dataset:q} > {log:q} 2>&1"
 
 
 rule phase_analysis:

@@ -1,5 +1,5 @@
-# Helpers shared by the rules. The grid comes from mla.grid (no torch imported here), read
-# from the same config file the jobs read, so the DAG and the jobs cannot disagree.
+# Helpers shared by the rules. The grid comes from mla.grid (no torch imported here); the config
+# is composed ONCE here and handed to every job as a file, so the DAG and the jobs cannot disagree.
 import json
 import os
 import sys
@@ -7,13 +7,26 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
+from snakemake.settings.types import DeploymentMethod  # noqa: E402
+
 from mla import config as mla_config, grid, real_paths  # noqa: E402
 
-# `--configfile` takes several files, so `snakemake --configfile config/paper.yaml all` reads the
-# target as a config file too: the root file `all` is an empty mapping for that, skipped here.
-GIVEN = [f for f in workflow.overwrite_configfiles if mla_config.has_settings(f)]
-CONFIG_FILE = GIVEN[-1] if GIVEN else "config/config.yaml"
-CFG = mla_config.load(CONFIG_FILE)
+# The run's config (mla/config.py compose): config/config.yaml, then each --configfile (a complete
+# config replaces what precedes it, an overlay is deep-merged over it), then --config key=value
+# settings (merged the same way); validated once, a wrong key fails here naming it. Snakemake's own
+# `config` dict is not used: it merges a complete --configfile into config/config.yaml's keys.
+CFG = mla_config.compose(workflow.overwrite_configfiles, dict(workflow.config_settings.config))
+# Jobs read exactly this config from a content-addressed file (.snakemake/mla-configs/<sha256>.yaml):
+# the same settings give the same file whatever file names they came from. The shell commands
+# name it (and the interpreter) through the globals MLA_CONFIG and PYTHON, never inside `params:` or
+# an f-string: Snakemake's code trigger compares the rule's unformatted shell text and its params
+# trigger the params' values, so neither sees this path; switching configs reruns only jobs whose
+# params (the settings each one reads) or inputs changed (docs/configuration.md).
+MLA_CONFIG = str(mla_config.write_resolved(CFG, Path(".snakemake", "mla-configs")))  # in the working directory
+# Jobs run with the interpreter that runs Snakemake (however it was started: `uv run snakemake`,
+# .venv/bin/snakemake, an activated environment), unless Snakemake deploys the conda environment.
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PYTHON = "python" if CONDA else sys.executable
 # Run locally, at most as many cores' worth of jobs run at once as this machine has CPUs, whatever
 # --cores says: the jobs are CPU-bound, and more processes than CPUs finish later, not sooner (here,
 # 4 one-thread training jobs at once on 2 CPUs took 44 s, two after two 35 s). A cluster executor
@@ -45,7 +58,7 @@ CODE_TRAIN = CODE_CONFIG + code(
     "mla/provenance.py", "mla/registry.py", "mla/models/*.py", "mla/methods/base.py",
     "mla/methods/__init__.py", "mla/features/store.py", "mla/checkpoint.py", "mla/devices.py", "mla/io.py",
 )
-CODE_ANALYSIS = CODE_TRAIN + code("mla/analysis/*.py")
+CODE_ANALYSIS = CODE_TRAIN + code("mla/analysis/*.py", *(f"mla/methods/{m}.py" for m in CFG["analysis"]["methods"]))
 CODE_REPORT = CODE_CONFIG + code("mla/report/*.py", "mla/analysis/gap.py", "mla/paper_tables.yaml")
 
 
@@ -70,8 +83,8 @@ def train_inputs(phase):
         job = job_of(phase, wildcards)
         files = [f"mla/methods/{job.method}.py"] + [f"mla/methods/{JOBS[n].method}.py" for n in job.needs]
         return {
-            "features": grid.feature_dir(job.dataset),
-            "runs": [JOBS[n].job_dir for n in job.needs],
+            "features": grid.feature_dir(CFG, job.dataset),
+            "runs": [JOBS[n].marker for n in job.needs],
             "weights": real_paths.weights_of(CFG, job.dataset),
             "code": CODE_TRAIN + code(*sorted(set(files))),
         }
@@ -84,7 +97,8 @@ def train_params(phase):
 
     def params(wildcards):
         job = job_of(phase, wildcards)
-        keys = ("seeds", "split_seed", "val_fraction", "device", "threads", "features", "training")
+        # The feature settings are not here: they key the feature store's path, an input.
+        keys = ("seeds", "split_seed", "val_fraction", "device", "threads", "training")
         fingerprint = {k: CFG[k] for k in keys}
         fingerprint.update({k: CFG.get(k) for k in ("precision", "channels_last") if k in CFG})
         fingerprint["model"] = mla_config.model_for(CFG, job.dataset)  # this dataset's encoders only

@@ -1,43 +1,51 @@
 # Data phase: generate the built-in benchmark's raw media, then decode every dataset once
-# into its feature store (shards + manifest).
+# into its feature store (shards + manifest). Both directories are keyed by the settings that
+# produce them (mla/grid.py raw_dir, feature_dir: <dataset>-<12 hex digits of their sha256>), so
+# configs with other settings get their own copies and configs with the same settings share them.
+
+BUILTIN = [d for d in CFG["datasets"] if d in CFG["data"]]
 
 
 rule generate_builtin:
     input:
         code=CODE_DATA,
     output:
-        directory("data/raw/builtin/{dataset}"),
+        directory("data/raw/builtin/{dataset}-{key}"),
     params:
-        config=CONFIG_FILE,
-        generator=lambda w: json.dumps(CFG["data"][w.dataset], sort_keys=True),
+        generator=lambda w: json.dumps(grid.generator_settings(CFG, w.dataset), sort_keys=True),
     log:
-        "logs/data/generate_{dataset}.log",
+        "logs/data/generate_{dataset}-{key}.log",
+    wildcard_constraints:
+        dataset=one_of(BUILTIN),
+        key=one_of(sorted({grid.raw_dir(CFG, d).rsplit("-", 1)[1] for d in BUILTIN})),
     conda:
         ENV
     threads: 1
     shell:
-        "python -m mla generate --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{PYTHON:q} -m mla generate --config {MLA_CONFIG:q} --dataset {wildcards.dataset:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule features_builtin:
     input:
-        raw="data/raw/builtin/{dataset}",
+        raw=lambda w: grid.raw_dir(CFG, w.dataset),
         code=CODE_FEATURES,
     output:
-        directory("data/features/builtin/{dataset}"),
+        directory("data/features/builtin/{dataset}-{key}"),
     params:
-        config=CONFIG_FILE,
-        features=json.dumps([CFG["features"], CFG["split_seed"], CFG["val_fraction"]], sort_keys=True),
+        features=lambda w: json.dumps(grid.feature_settings(CFG, w.dataset), sort_keys=True),
     log:
-        "logs/data/features_{dataset}.log",
+        "logs/data/features_{dataset}-{key}.log",
+    wildcard_constraints:
+        dataset=one_of(BUILTIN),
+        key=one_of(sorted({grid.feature_dir(CFG, d).rsplit("-", 1)[1] for d in BUILTIN})),
     conda:
         ENV
     threads: 1
     shell:
-        "python -m mla features --config {params.config} --dataset {wildcards.dataset} "
-        "--raw {input.raw} --out {output} > {log} 2>&1"
+        "{PYTHON:q} -m mla features --config {MLA_CONFIG:q} --dataset {wildcards.dataset:q} "
+        "--raw {input.raw:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule phase_data:
     input:
-        [grid.feature_dir(d) for d in CFG["datasets"]],
+        [grid.feature_dir(CFG, d) for d in CFG["datasets"]],

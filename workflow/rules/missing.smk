@@ -5,9 +5,8 @@ use rule train as train_missing with:
     input:
         unpack(train_inputs("missing")),
     output:
-        directory(f"{RES}/missing/{{dataset}}/{{tag}}"),
+        f"{RES}/missing/{{dataset}}/{{tag}}/{grid.COMPLETE}",
     params:
-        config=CONFIG_FILE,
         job=lambda w: f"missing/{w.dataset}/{w.tag}",
         fingerprint=train_params("missing"),
     log:
@@ -16,4 +15,4 @@ use rule train as train_missing with:
 
 rule phase_missing:
     input:
-        [j.job_dir for j in JOBS.values() if j.phase == "missing"],
+        [j.marker for j in JOBS.values() if j.phase == "missing"],

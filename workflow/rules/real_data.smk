@@ -21,7 +21,7 @@ rule split_lists:
         ENV
     threads: 1
     shell:
-        "python -m mla acquire --dataset {wildcards.dataset} --splits {output} > {log} 2>&1"
+        "{PYTHON:q} -m mla acquire --dataset {wildcards.dataset:q} --splits {output:q} > {log:q} 2>&1"
 
 
 # The manifest is written last, so a failed or interrupted download leaves no output while its
@@ -42,8 +42,8 @@ rule download_raw:
         ENV
     threads: 4
     shell:
-        "python -m mla acquire --dataset {wildcards.dataset} --lists {input.splits} --manifest {output} "
-        "--workers {threads} {params.args} > {log} 2>&1"
+        "{PYTHON:q} -m mla acquire --dataset {wildcards.dataset:q} --lists {input.splits:q} --manifest {output:q} "
+        "--workers {threads} {params.args} > {log:q} 2>&1"
 
 
 # A copy that stays where it lies (raw.<dataset>.path): every expected file is hashed in place
@@ -65,8 +65,8 @@ rule verify_raw:
         ENV
     threads: 4
     shell:
-        "python -m mla acquire --dataset {wildcards.dataset} --lists {input.splits} --manifest {output} "
-        "--workers {threads} {params.args} > {log} 2>&1"
+        "{PYTHON:q} -m mla acquire --dataset {wildcards.dataset:q} --lists {input.splits:q} --manifest {output:q} "
+        "--workers {threads} {params.args} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -75,7 +75,6 @@ rule prepare:
     output:
         directory("data/features/{dataset}"),
     params:
-        config=CONFIG_FILE,
         root=lambda w: real_paths.raw_root(CFG, w.dataset),
         options=prepare_params,
     log:
@@ -89,8 +88,8 @@ rule prepare:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=lambda wildcards, attempt: 720 * attempt,
     shell:
-        "python -m mla prepare --config {params.config} --dataset {wildcards.dataset} --raw {params.root:q} "
-        "--splits {input.splits} --out {output} --workers {threads} > {log} 2>&1"
+        "{PYTHON:q} -m mla prepare --config {MLA_CONFIG:q} --dataset {wildcards.dataset:q} --raw {params.root:q} "
+        "--splits {input.splits:q} --out {output:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule convert_weights:
@@ -111,7 +110,7 @@ rule convert_weights:
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
     shell:
-        "python -m mla convert-weights {params.args} --out {output.weights} > {log} 2>&1"
+        "{PYTHON:q} -m mla convert-weights {params.args} --out {output.weights:q} > {log:q} 2>&1"
 
 
 # Everything the real datasets' training needs; the DVC data stage of paper/dvc.yaml runs it

@@ -40,13 +40,12 @@ rule score_released:
     input:
         weights="data/weights/released/{dataset}.pt",
         report="data/weights/released/{dataset}.pt.json",
-        features=lambda w: grid.feature_dir(w.dataset),
+        features=lambda w: grid.feature_dir(CFG, w.dataset),
         code=CODE_SCORE_RELEASED,
     output:
         metrics=f"{RES}/released_checkpoints/{{dataset}}/metrics.json",
         provenance=f"{RES}/released_checkpoints/{{dataset}}/provenance.json",
     params:
-        config=CONFIG_FILE,
         out=lambda w: real_paths.released_scores_dir(RES, w.dataset),
         fingerprint=released_score_params,
     log:
@@ -62,8 +61,8 @@ rule score_released:
         mem_mb=lambda wildcards, input, attempt: train_mem_mb(CFG, wildcards.dataset, input.features) * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
     shell:
-        "python -m mla score-released --config {params.config} --dataset {wildcards.dataset} "
-        "--checkpoint {input.weights} --out {params.out} > {log} 2>&1"
+        "{PYTHON:q} -m mla score-released --config {MLA_CONFIG:q} --dataset {wildcards.dataset:q} "
+        "--checkpoint {input.weights:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule phase_released:

@@ -5,7 +5,7 @@ REPORT_FILES = grid.report_files(CFG)
 
 rule report:
     input:
-        jobs=[j.job_dir for j in JOBS.values()],
+        jobs=[j.marker for j in JOBS.values()],
         analysis=[grid.analysis_dir(CFG, d) for d in CFG["analysis"]["datasets"]],
         released=lambda w: RELEASED_FILES,  # the authors' checkpoints scored, if any are listed (released.smk)
         code=CODE_REPORT,
@@ -14,15 +14,15 @@ rule report:
         [report(f, category="Figures") for f in REPORT_FILES if f.endswith(".png")],
         html=report(f"{REP}/report.html", category="Report"),
     params:
-        config=CONFIG_FILE,
         out=lambda w, output: str(Path(output.html).parent),
+        settings=mla_config.digest(CFG),  # the report lays out the whole config (cheap to rerun)
     log:
         f"logs/{NAME}/report.log",
     conda:
         ENV
     threads: 1
     shell:
-        "python -m mla report --config {params.config} --out {params.out} > {log} 2>&1"
+        "{PYTHON:q} -m mla report --config {MLA_CONFIG:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule phase_report:

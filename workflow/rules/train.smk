@@ -6,9 +6,8 @@ rule train:
     input:
         unpack(train_inputs("train")),
     output:
-        directory(f"{RES}/train/{{dataset}}/{{tag}}"),
+        f"{RES}/train/{{dataset}}/{{tag}}/{grid.COMPLETE}",  # written last: a directory without it reruns
     params:
-        config=CONFIG_FILE,
         job=lambda w: f"train/{w.dataset}/{w.tag}",
         fingerprint=train_params("train"),
     log:
@@ -23,9 +22,9 @@ rule train:
         mem_mb=lambda wildcards, input, attempt: train_mem_mb(CFG, wildcards.dataset, input.features) * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
     shell:
-        "python -m mla train --config {params.config} --job {params.job} > {log} 2>&1"
+        "{PYTHON:q} -m mla train --config {MLA_CONFIG:q} --job {params.job:q} > {log:q} 2>&1"
 
 
 rule phase_train:
     input:
-        [j.job_dir for j in JOBS.values() if j.phase == "train"],
+        [j.marker for j in JOBS.values() if j.phase == "train"],
