@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from mla.missing import SPLITS, draw_mask, realised
 from mla.models.encoders import create_encoder
 from mla.models.init import initialise
 from mla.provenance import runtime_provenance, static_provenance
-from mla.safepaths import confine
+from mla.safepaths import confine, remove_tree
 
 
 def set_threads(threads: int) -> int:
@@ -368,12 +367,12 @@ def run_job(cfg: dict, job_id: str) -> None:
     work.finish()
 
 
-def mark_complete(job: grid.Job) -> None:
+def mark_complete(job: grid.Job, root: str | os.PathLike = checkpoint.RESULTS_ROOT) -> None:
     """Remove seed directories an older run of the job left (seeds it no longer has), then write
     the completion marker last: the job's directory is now whole (see ``grid.COMPLETE``)."""
     keep = {Path(r.run_dir).name for r in job.runs}
     for old in Path(job.job_dir).glob("seed*"):
         if old.name not in keep:
-            shutil.rmtree(old)
+            remove_tree(old, root)  # confined to results/, like every delete
     with name_on_error(job.marker), atomic_file(job.marker) as tmp:
         write_json(tmp, {"job": job.id, "seeds": list(job.seeds)})

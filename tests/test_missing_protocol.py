@@ -17,7 +17,8 @@ from mla.batches import eval_batches, to_tensors
 from mla.methods import METHODS, create_method
 from mla.methods.unimodal import Unimodal
 from mla.missing import draw_mask
-from mla.train import Selection, assemble_run, build_method, job_split_tensors, train_run, write_run
+from mla.train import (Selection, assemble_run, build_method, job_split_tensors, mark_complete, train_run,
+                       write_run)
 from tiny import one_thread, tiny_config, tiny_dataset  # noqa: F401 (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +122,7 @@ def test_unimodal_branches_train_on_their_column_and_late_fusion_fuses_them(tmp_
             assert per[s][m] == round(1 - ref[s][:, j].mean(), 4)
             assert metrics["missing"]["realised"][s] == round(1 - ref[s].mean(), 4)
         write_run(Path(job.runs[0].run_dir), cfg, metrics, log, state, masks, 0.0)
+        mark_complete(job)  # late fusion assembles only finished jobs
         states[m] = state
 
     lf_job = by_tag["late_fusion-eta50"]

@@ -90,7 +90,7 @@ def test_a_misspelt_method_option_fails_when_the_config_loads():
     msg = str(err.value)
     assert "method_options.mla.hbarr" in msg and "method mla has no option 'hbarr'" in msg
     assert "valid options: alpha, alpha_schedule, fusion, hbar, hgm, hgm_order" in msg
-    with pytest.raises(config.ConfigError, match="method_options.mla.hbar: 'dataset' is not one of batch, running"):
+    with pytest.raises(config.ConfigError, match="method_options.mla.hbar: 'dataset' is not one of running, epoch, batch"):
         config.load(CONFIG, ["method_options.mla.hbar=dataset"])
     with pytest.raises(config.ConfigError, match="method_options.qmf.lam: 'big' is not a number"):
         config.load(CONFIG, ["method_options.qmf.lam=big"])
