@@ -69,9 +69,8 @@ def fc_net(in_dim: int, layers: tuple[int, ...], out_dim: int, dropout: float) -
     """GCNet's ``FcClassifier``: ``[Linear, ReLU, Dropout] * len(layers)`` then ``Linear(layers[-1], out_dim)``."""
     mods: list[nn.Module] = []
     for width in layers:
-        mods += [nn.Linear(in_dim, width), nn.ReLU()]
-        if dropout > 0:
-            mods.append(nn.Dropout(dropout))
+        # Dropout(0) is the identity; kept so that state dicts do not depend on the rate
+        mods += [nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)]
         in_dim = width
     mods.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*mods)
