@@ -394,3 +394,13 @@ def test_bad_options_name_the_setting(name):
         build(name, no_such_option=1)
     with pytest.raises(ValueError, match="supports"):
         build(name, mods=("a",))
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "paper.yaml"])
+def test_config_blocks_are_valid_options(config):
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / config).read_text())
+    for name in METHODS:
+        meth = build(name, **raw["method_options"][name])
+        assert meth.options == type(meth).defaults  # the configs run the sources' settings
