@@ -178,7 +178,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, known: torch.Tensor) ->
 
 
 def cmd(x1: torch.Tensor, x2: torch.Tensor, k: int = 5) -> torch.Tensor:
-    """Central moment discrepancy of two samples (rows), orders 1..k (Zellinger et al. 2017, Eq. 2).
+    """Central moment discrepancy of two samples (rows), orders 1..k (Zellinger et al., ICLR 2017).
 
     ``||E x1 - E x2||_2 + sum_{j=2..k} ||c_j(x1) - c_j(x2)||_2`` with ``c_j`` the per-dimension j-th
     central moment; without Zellinger's 1/|b-a|^j interval factors, as IF-MMIN's ``CMD``
