@@ -152,6 +152,24 @@ def test_simulated_keep_draws_non_empty_subsets_of_the_present_modalities():
         aes.simulated_keep(full, "some")
 
 
+def test_clip_and_step_clips_each_group_on_its_own():
+    w1, w2 = nn.Linear(4, 1, bias=False), nn.Linear(4, 1, bias=False)
+    zero_parameters(w1, w2)
+    loss = 3.0 * w1.weight.sum() + 0.1 * w2.weight.sum()  # gradients: 3 (norm 6) and 0.1 (norm 0.2) per entry
+    got = aes.clip_and_step(loss, torch.optim.SGD([*w1.parameters(), *w2.parameters()], lr=1.0), [w1, w2], 1.0)
+    assert got == 0.0
+    assert torch.allclose(w1.weight, torch.full((1, 4), -0.5))  # norm 6 clipped to 1: each entry 3 / 6
+    assert torch.allclose(w2.weight, torch.full((1, 4), -0.1))  # norm 0.2 under the limit: unchanged
+
+
+def test_pretraining_schedule_is_mmins_linear_policy():
+    from mla.methods.mmin import linear_decay
+
+    rule = linear_decay(10, 10)  # 1 - max(0, e + 1 - 10) / 11 for epochs e = 0..19
+    assert [rule(e) for e in (0, 8, 9)] == [1.0, 1.0, 1.0]
+    assert rule(10) == pytest.approx(10 / 11) and rule(19) == pytest.approx(1 / 11)
+
+
 # --- ae / cra -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["ae", "cra"])
 def test_reconstruction_term_by_hand(name):
