@@ -290,7 +290,8 @@ class ReconstructionMethod(ImputationMethod):
         self.clip = check_positive(self.name, "clip_norm", o["clip_norm"])
         drop = check_positive(self.name, "dropout", o["dropout"], zero_ok=True)
         if drop >= 1:
-            raise ValueError(f"method {self.name}: option dropout={drop}; expected < 1 (method_options.{self.name}.dropout)")
+            raise ValueError(f"method {self.name}: option dropout={drop}; expected < 1 "
+                             f"(method_options.{self.name}.dropout)")
         embed = int(check_positive(self.name, "embed_dim", o["embed_dim"]))
         cls = check_layers(self.name, "cls_layers", o["cls_layers"])
         self.fused_dim = embed * len(self.modalities)

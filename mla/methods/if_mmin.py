@@ -61,7 +61,7 @@ CATALOG = {
         "invariant_weight": 1.0,        # IFMMIN_model.py L49 default (the script's --consistent_weight is undeclared)
         "cmd_order": 5,                 # utt_shared_model.py L150-152
         "clip_norm": 1.0,               # IFMMIN_model.py L237-238
-        "train_keep": "proper",         # MMIN's training conditions (multimodal_miss_dataset.py), over present modalities
+        "train_keep": "proper",         # MMIN multimodal_miss_dataset.py L81-110, over present modalities
         "pretrain_on": "complete",      # ours: IF-MMIN pretrains on complete data
         "pretrain_epochs": [10, 10],    # CAP_utt_shared.sh L18 --niter=10 --niter_decay=10
         "pretrain_lr": 2.0e-4,          # CAP_utt_shared.sh L19
@@ -136,4 +136,5 @@ class IFMMIN(MMIN):
 
     def weights(self) -> dict[str, float]:
         o = self.options
-        return {"ce": float(o["ce_weight"]), "forward": float(o["mse_weight"]), "invariant": float(o["invariant_weight"])}
+        return {"ce": float(o["ce_weight"]), "forward": float(o["mse_weight"]),
+                "invariant": float(o["invariant_weight"])}

@@ -142,8 +142,8 @@ class MMIN(ImputationMethod):
         check_positive(n, "pretrain_clip_norm", o["pretrain_clip_norm"])
         check_positive(n, "pretrain_lr", o["pretrain_lr"])
         epochs = o["pretrain_epochs"]
-        if not (isinstance(epochs, (list, tuple)) and len(epochs) == 2 and all(isinstance(e, int) and e >= 0 for e in epochs)
-                and sum(epochs) > 0):
+        if not (isinstance(epochs, (list, tuple)) and len(epochs) == 2
+                and all(isinstance(e, int) and e >= 0 for e in epochs) and sum(epochs) > 0):
             raise ValueError(f"method {n}: option pretrain_epochs={epochs!r}; expected [constant, decay] epochs, "
                              f"non-negative integers, not both 0 (method_options.{n}.pretrain_epochs)")
         for key in ("embed_dim", "n_blocks", "pretrain_batch_size"):
