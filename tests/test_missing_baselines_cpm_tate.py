@@ -91,6 +91,7 @@ def test_cpm_structured_loss_hand_computed():
     labels = torch.tensor([0, 0, 1, 1])
     assert structured_loss(h, labels, 2).item() == 16.5
     assert structured_loss(h, labels, 3).item() == 16.5  # a class without samples is left out
+    assert structured_loss(h, labels, 2, rows=torch.tensor([3, 1])).item() == 13.0  # terms of n3 and n1
     with pytest.raises(ValueError, match=r"class\(es\) \[2\] have a single training sample"):
         structured_loss(torch.cat([h, torch.zeros(1, 1)]), torch.tensor([0, 0, 1, 1, 2]), 3)
 
@@ -153,6 +154,17 @@ def test_cpm_prediction_does_not_depend_on_the_batch():
         halves = [method.predict({k: v[s] for k, v in test.items()}) for s in (slice(0, 3), slice(3, 8))]
     for key in whole:
         assert torch.allclose(whole[key], torch.cat([h[key] for h in halves]), atol=1e-5)
+
+
+def test_cpm_batches_of_part_of_the_split_grow_the_latents():
+    method = create_method("cpm_net", identity_encoders(("audio", "video")), n_classes=3, feature_dim=6,
+                           latent_dim=8, test_epochs=2)
+    batch = feature_batch(("audio", "video"), n=12)
+    first = {k: v[:6] for k, v in batch.items()}
+    method.train_step(first, optimizer=None)
+    assert method.train_latents.shape == (6, 8) and torch.equal(method.train_labels, batch["label"][:6])
+    method.train_step({k: v[6:] for k, v in batch.items()}, optimizer=None)
+    assert method.train_latents.shape == (12, 8) and torch.equal(method.train_labels, batch["label"])
 
 
 def test_cpm_state_dict_round_trip_resizes_latents_and_keeps_adam_state():

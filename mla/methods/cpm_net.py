@@ -41,7 +41,10 @@ How it fits the Method API (``mla/methods/base.py``):
 - The latents are sized to the training split when ``epoch_batches`` first sees it (drawn from
   the loop's generator, Xavier-uniform as the code's ``H_init``), and the training labels are
   kept in a buffer for classification; both are in ``state_dict``. ``batch["index"]`` selects
-  the latents of a batch.
+  the latents of a batch. Called without ``epoch_batches`` (batches of part of the split),
+  ``train_step`` grows the latents to the largest index seen (restarting its optimisers); the
+  structured loss then sums the batch's terms, its class means and the classification using the
+  training samples seen so far.
 - The method owns its two Adam optimisers (the code's separate optimisers for networks and
   latents, whose sum-reduced losses need Adam's scale invariance); the loop's ``optimizer`` is not
   used. Their state travels in the state dict (``get_extra_state``), so a resumed run continues
@@ -106,32 +109,38 @@ def reconstruction_loss(recon: dict[str, torch.Tensor], views: dict[str, torch.T
 
 
 def class_mean_similarity(h: torch.Tensor, ref: torch.Tensor, ref_labels: torch.Tensor, n_classes: int,
-                          exclude_self: bool = False) -> torch.Tensor:
-    """(B, C) mean of ``h_b . ref_m`` over the ``ref`` rows of each class; -inf for empty classes.
+                          self_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C) mean of ``h_b . ref_m`` over the ``ref`` rows m of each class; -inf for empty classes.
 
-    With ``exclude_self`` (``h`` is ``ref``), a sample is left out of its own class mean, as in the
-    training loss (model.py L141-151); otherwise this is classfiy.py's ``ave``.
+    With ``self_rows`` (``h[b]`` is ``ref[self_rows[b]]``) a sample is left out of its own class
+    mean, as in the training loss (model.py L141-151); without, this is classfiy.py's ``ave``.
     """
     onehot = F.one_hot(ref_labels, n_classes).to(h.dtype)  # (N, C)
     sim = h @ ref.T
     counts = onehot.sum(0, keepdim=True).expand(h.shape[0], -1)
-    if exclude_self:
-        sim = sim * (1 - torch.eye(sim.shape[0], dtype=sim.dtype, device=sim.device))
-        counts = counts - onehot
+    if self_rows is not None:
+        sim = sim.scatter(1, self_rows.unsqueeze(1), 0.0)
+        counts = counts - onehot[self_rows]
     sums = sim @ onehot
     return torch.where(counts > 0, sums / counts.clamp(min=1), float("-inf"))
 
 
-def structured_loss(h: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Eqs. (6)-(7): ``sum_n relu(theta_n + max_c mu_nc - mu_{n,y_n})`` over the latents ``h`` (N, k)."""
-    mu = class_mean_similarity(h, h, labels, n_classes, exclude_self=True)
-    own = mu.gather(1, labels.unsqueeze(1)).squeeze(1)
+def structured_loss(h: torch.Tensor, labels: torch.Tensor, n_classes: int,
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Eqs. (6)-(7): ``sum_n relu(theta_n + max_c mu_nc - mu_{n,y_n})`` over the latents ``h`` (N, k).
+
+    The sum runs over ``rows`` (default: every sample); the class means always use all of ``h``.
+    """
+    rows = torch.arange(len(h), device=h.device) if rows is None else rows
+    mu = class_mean_similarity(h[rows], h, labels, n_classes, self_rows=rows)
+    y = labels[rows]
+    own = mu.gather(1, y.unsqueeze(1)).squeeze(1)
     if torch.isinf(own).any():
-        lonely = sorted({int(c) for c in labels[torch.isinf(own)]})
+        lonely = sorted({int(c) for c in y[torch.isinf(own)]})
         raise ValueError(f"method cpm_net: class(es) {lonely} have a single training sample; the structured "
                          "loss compares each sample with the other samples of its class")
     best, pred = mu.max(1)
-    theta = (pred != labels).to(h.dtype)
+    theta = (pred != y).to(h.dtype)
     return F.relu(theta + best - own).sum()
 
 
@@ -176,17 +185,25 @@ class CPMNet(Method):
 
     # --- latents and optimisers ------------------------------------------------------------
     def size_latents(self, labels: torch.Tensor, gen: torch.Generator | None = None) -> None:
-        """Create the training latents for a training split with ``labels`` (once)."""
-        n, k = len(labels), self.options["latent_dim"]
-        if self.train_latents.shape[0]:
-            if self.train_latents.shape[0] != n:
-                raise ValueError(f"method cpm_net: latents were sized for {self.train_latents.shape[0]} training "
-                                 f"samples, got a training split of {n}")
+        """Create the training latents for a training split with ``labels`` (once per run)."""
+        if self.train_latents.shape[0] not in (0, len(labels)):
+            raise ValueError(f"method cpm_net: latents were sized for {self.train_latents.shape[0]} training "
+                             f"samples, got a training split of {len(labels)}")
+        if not self.train_latents.shape[0]:
+            self.grow_latents(len(labels), gen)
+        self.train_labels.copy_(labels)
+
+    def grow_latents(self, n: int, gen: torch.Generator | None = None) -> None:
+        """Latents for ``n`` training samples: existing rows kept, new rows drawn, their labels unknown
+        (-1) until a batch shows them. Growing restarts the method's Adam optimisers."""
+        old, k = self.train_latents.shape[0], self.options["latent_dim"]
+        if n <= old:
             return
         bound = xavier_bound(n, k)
-        init = torch.empty(n, k).uniform_(-bound, bound, generator=gen)
-        self.train_latents = nn.Parameter(init.to(self.decoders[self.modalities[0]].weight.device))
-        self.train_labels = labels.detach().clone().to(self.train_latents.device)
+        device = self.decoders[self.modalities[0]].weight.device
+        new = torch.empty(n - old, k).uniform_(-bound, bound, generator=gen).to(device)
+        self.train_latents = nn.Parameter(torch.cat([self.train_latents.detach(), new]))
+        self.train_labels = torch.cat([self.train_labels, self.train_labels.new_full((n - old,), -1)])
         self._optimisers = None
 
     def optimisers(self) -> tuple[torch.optim.Adam, torch.optim.Adam]:
@@ -236,9 +253,9 @@ class CPMNet(Method):
 
         ``optimizer`` (the loop's) is not used: the method steps its own Adam optimisers.
         """
-        if not self.train_latents.shape[0]:
-            self.size_latents(batch["label"])  # called without epoch_batches: the batch is the training set
         index, labels, present = batch["index"], batch["label"], batch["present"]
+        self.grow_latents(int(index.max()) + 1)  # only if called without epoch_batches
+        self.train_labels[index] = labels
         views = self.views(batch)
         net_opt, latent_opt = self.optimisers()
         params = list(self.decoders.parameters())
@@ -247,10 +264,14 @@ class CPMNet(Method):
             for p, g in zip(params, torch.autograd.grad(loss, params)):
                 p.grad = g
             net_opt.step()
+        known = (self.train_labels >= 0).nonzero().squeeze(1)  # every row once a whole split was seen
+        position = torch.full_like(self.train_labels, -1)
+        position[known] = torch.arange(len(known), device=known.device)
         for _ in range(self.options["latent_steps"]):
-            h = self.train_latents[index]
-            loss = (reconstruction_loss(self.decode(h), views, present)
-                    + float(self.options["lamb"]) * structured_loss(h, labels, self.n_classes))
+            structured = structured_loss(self.train_latents[known], self.train_labels[known], self.n_classes,
+                                         rows=position[index])
+            loss = (reconstruction_loss(self.decode(self.train_latents[index]), views, present)
+                    + float(self.options["lamb"]) * structured)
             (self.train_latents.grad,) = torch.autograd.grad(loss, [self.train_latents])
             latent_opt.step()
         return float(loss.detach())
@@ -287,6 +308,7 @@ class CPMNet(Method):
         init = per_sample_uniform(batch["index"].cpu(), k, xavier_bound(self.train_latents.shape[0], k))
         init = init.to(self.train_latents.device).repeat(copies, 1)
         h, _ = self.fit_test_latents(stacked, masks, init)
-        logits = class_mean_similarity(h, self.train_latents.detach(), self.train_labels, self.n_classes)
+        known = self.train_labels >= 0  # every row once a whole training split has been seen
+        logits = class_mean_similarity(h, self.train_latents.detach()[known], self.train_labels[known], self.n_classes)
         parts = logits.split(b)
         return {"multi": parts[0], **{m: parts[1 + i] for i, m in enumerate(self.modalities)}}
