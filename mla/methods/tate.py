@@ -51,21 +51,18 @@ Deviations, each forced by the protocol or stated as ours:
   mask leaves complete (none at eta = 0.7 with three modalities under ``masking: released``);
   the term is not implemented.
 - The method owns its Adam optimiser (lr 0.001, Settings.py L12), as the code trains with Adam on
-  summed losses; the loop's ``optimizer`` is not used. Its state is in the state dict. Batches
-  have the code's 32 samples (``batch_size`` option); the number of epochs is the grid's.
+  summed losses; the loop's ``optimizer`` is not used. Its state is in the state dict. Batch size
+  and number of epochs are the grid's (the code: 32 and 15, Settings.py L3, L7).
 - Dropout (0.2 on attention weights) is active in training only (the code leaves it on at test).
 - Per-modality prediction: the model with only that modality counted present (its tag too).
 """
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Iterator
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mla.batches import SplitTensors, shuffled_batches
 from mla.methods.base import METHODS, Method
 
 CATALOG = {
@@ -77,7 +74,6 @@ CATALOG = {
         "heads": 4,            # iemocap/network.py L30 num_heads=4
         "dropout": 0.2,        # iemocap/network.py L31 dropout_rate=0.2 (attention weights)
         "lr": 0.001,           # Settings.py L12, Adam (iemocap/train.py L44)
-        "batch_size": 32,      # Settings.py L3
         "l2_weight": 0.1,      # iemocap/network.py L157: 0.1 * l2_loss
         "l2_scale": 0.0001,    # iemocap/network.py L155: l2_regularizer(0.0001)
         "de_weight": 0.1,      # iemocap/network.py L157: 0.1 * de_loss
@@ -145,7 +141,7 @@ class TATE(Method):
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
         o = self.options
-        for key in ("att_dim", "heads", "batch_size"):
+        for key in ("att_dim", "heads"):
             if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
                 raise ValueError(f"method tate: option {key} must be an integer >= 1, got {o[key]!r} "
                                  f"(set method_options.tate.{key})")
@@ -189,10 +185,6 @@ class TATE(Method):
         self._optimiser = None
         if state:
             self.optimiser().load_state_dict(state["adam"])
-
-    def epoch_batches(self, data: SplitTensors, batch_size: int, gen: torch.Generator) -> Iterator[dict]:
-        """Shuffled batches of the code's size (option ``batch_size``), not the loop's."""
-        return shuffled_batches(data, int(self.options["batch_size"]), gen)
 
     # --- model -----------------------------------------------------------------------------------
     def joint_tokens(self, batch: dict, present: torch.Tensor) -> torch.Tensor:
