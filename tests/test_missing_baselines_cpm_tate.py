@@ -276,6 +276,24 @@ def test_tate_tokens_carry_the_tag_and_pairwise_projections():
     assert [tuple(p.shape) for p in two.pair_maps] == [(8, 8)]
 
 
+def test_tate_unimodal_prediction_counts_only_that_modality_and_state_round_trips():
+    modalities = ("audio", "image", "text")
+    method = tate(modalities)
+    batch = feature_batch(modalities, n=8)
+    method.train_step(batch, optimizer=None)
+    method.eval()
+    with torch.no_grad():
+        out = method.predict(batch)
+        alone = torch.zeros_like(batch["present"])
+        alone[:, 1] = batch["present"][:, 1]
+        assert torch.equal(out["image"], method.forward_parts(batch, alone)["logits"])
+    fresh = tate(modalities)
+    fresh.load_state_dict(method.state_dict())  # weights and Adam moments
+    a, b = snapshot(method), snapshot(fresh)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(k.startswith("_extra_state/adam/state") for k in a)
+
+
 def test_tate_rejects_widths_the_heads_cannot_split():
     with pytest.raises(ValueError, match="method_options.tate.att_dim"):
         create_method("tate", identity_encoders(("a", "b", "c")), n_classes=2, feature_dim=4, att_dim=7)

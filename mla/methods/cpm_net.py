@@ -214,11 +214,13 @@ class CPMNet(Method):
         return self._optimisers
 
     def get_extra_state(self) -> dict:
+        """Both optimisers' states, saved with the weights so that a resumed run keeps its moments."""
         if self._optimisers is None:
             return {}
         return {"net": self._optimisers[0].state_dict(), "latent": self._optimisers[1].state_dict()}
 
     def set_extra_state(self, state: dict) -> None:
+        """Restore the optimisers saved by :meth:`get_extra_state` (none if never built)."""
         self._optimisers = None
         if state:
             net, latent = self.optimisers()

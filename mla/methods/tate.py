@@ -174,14 +174,17 @@ class TATE(Method):
 
     # --- optimiser -------------------------------------------------------------------------------
     def optimiser(self) -> torch.optim.Adam:
+        """The method's Adam over all its parameters (iemocap/train.py L44), built on first use."""
         if self._optimiser is None:
             self._optimiser = torch.optim.Adam(self.parameters(), lr=float(self.options["lr"]))
         return self._optimiser
 
     def get_extra_state(self) -> dict:
+        """The optimiser's state, saved with the weights so that a resumed run keeps its moments."""
         return {} if self._optimiser is None else {"adam": self._optimiser.state_dict()}
 
     def set_extra_state(self, state: dict) -> None:
+        """Restore the optimiser saved by :meth:`get_extra_state` (none if it was never built)."""
         self._optimiser = None
         if state:
             self.optimiser().load_state_dict(state["adam"])
@@ -236,6 +239,7 @@ class TATE(Method):
         return self.optimise(loss, self.optimiser())
 
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Logits with the batch's presence mask, and for each modality with only it counted present."""
         present = batch["present"]
         out = {"multi": self.forward_parts(batch, present)["logits"]}
         for i, k in enumerate(self.modalities):
