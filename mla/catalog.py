@@ -31,13 +31,21 @@ class MethodInfo:
 
     ``per_modality``: one run per modality (``unimodal``). ``modality_counts``: how many
     modalities it supports. ``reuses``: a method whose runs (same phase, seed and rate) this
-    one assembles instead of training (``late_fusion`` reuses ``unimodal``).
+    one assembles instead of training (``late_fusion`` reuses ``unimodal``). ``frozen_features``:
+    with ``reuses``, the method still trains, on the fixed features that the reused runs' encoders
+    compute (the missing-modality baselines of Table 2, ``mla/frozen.py``), instead of assembling.
     """
 
     name: str
     per_modality: bool = False
     modality_counts: tuple[int, ...] = (2, 3)
     reuses: str | None = None
+    frozen_features: bool = False
+
+    @property
+    def assembles(self) -> bool:
+        """True for a method that only scores other jobs' runs (no training, no work directory)."""
+        return self.reuses is not None and not self.frozen_features
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -69,6 +77,10 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("qmf"),
         MethodInfo("mla"),
         MethodInfo("mla_released"),
+        # Table 2's missing-modality baselines: trained on the unimodal runs' fixed features.
+        MethodInfo("cca", reuses="unimodal", frozen_features=True),
+        MethodInfo("dcca", reuses="unimodal", frozen_features=True),
+        MethodInfo("dccae", reuses="unimodal", frozen_features=True),
     )
 }
 
