@@ -95,3 +95,59 @@ def test_frozen_method_trains_on_features_with_missing_modalities(name, mods):
         again = method.predict(other)
     for key in out:
         torch.testing.assert_close(again[key], out[key])
+
+
+def test_frozen_job_trains_on_the_unimodal_runs_features(tmp_path, monkeypatch):
+    """A frozen-feature job of the missing phase: its features are, row by row, the selected
+    unimodal checkpoints' encoder outputs on the rows that have the modality and zero elsewhere; it
+    trains through train_run (epochs, selection) and records the unimodal runs it used."""
+    from pathlib import Path
+
+    from mla import grid
+    from mla.frozen import frozen_data
+    from mla.train import build_method, job_split_tensors, train_run, write_run
+    from tiny import tiny_config, tiny_dataset
+
+    monkeypatch.chdir(tmp_path)  # the grid's results/<name>/... paths are relative
+    cfg = tiny_config(Path(__file__).resolve().parents[1], epochs=2)
+    cfg["seeds"] = [1]
+    cfg["missing"] = {"datasets": ["builtin_it"], "rates": [0.5], "masking": "independent",
+                      "methods": ["cca", "dcca"]}
+    cfg["method_options"]["dcca"] = {"hidden": 8, "n_components": 3}
+    cfg["method_options"]["cca"] = {"n_components": 3}
+    ds = tiny_dataset(n_train=96, n_eval=32)
+    by_tag = {j.tag: j for j in grid.jobs(cfg) if j.phase == "missing"}
+    cca_job = by_tag["cca-eta50"]
+    assert set(cca_job.needs) == {by_tag["unimodal-image-eta50"].id, by_tag["unimodal-text-eta50"].id}
+    with pytest.raises(FileNotFoundError, match="unimodal run"):
+        frozen_data(cfg, cca_job, ds, 1, job_split_tensors(cfg, cca_job, ds, 1)[0])
+    states = {}
+    for m in ds.modalities:
+        job = by_tag[f"unimodal-{m}-eta50"]
+        metrics, log, state, masks = train_run(cfg, job, ds, 1)
+        write_run(job.runs[0].run_dir, cfg, metrics, log, state, masks, 0.0)
+        states[m] = state
+
+    data, masks = job_split_tensors(cfg, cca_job, ds, 1)
+    feats, components = frozen_data(cfg, cca_job, ds, 1, data)
+    assert components == [f"{by_tag[f'unimodal-{m}-eta50'].job_dir}/seed1" for m in ds.modalities]
+    for split in ("train", "test"):
+        inputs = data[split].batch(torch.arange(len(data[split])))
+        got = feats[split].batch(torch.arange(len(data[split])))
+        assert torch.equal(got["present"], inputs["present"]) and torch.equal(got["label"], inputs["label"])
+        for i, m in enumerate(ds.modalities):
+            uni = build_method(cfg, by_tag[f"unimodal-{m}-eta50"], ds, (m,))
+            uni.load_state_dict(states[m])
+            uni.eval()
+            with torch.no_grad():
+                expected = uni.encoders[m](inputs[m])
+            present = inputs["present"][:, i]
+            assert present.any() and (~present).any()
+            torch.testing.assert_close(got[m][present], expected[present])
+            assert not got[m][~present].any()
+
+    for job in (cca_job, by_tag["dcca-eta50"]):
+        metrics, log, state, masks = train_run(cfg, job, ds, 1)
+        assert metrics["components"] == components and len(log) == 2
+        assert metrics["selected_epoch"] in (1, 2) and 0 <= metrics["test"]["multi"] <= 100
+        assert set(metrics["test"]) == {"multi", *ds.modalities}
