@@ -88,7 +88,7 @@ def total_correlation(h1: torch.Tensor, h2: torch.Tensor, k: int, r1: float, r2:
                       eps: float = 1e-9) -> torch.Tensor:
     """DCCA's objective: the sum of the top-``k`` canonical correlations of ``h1``, ``h2`` (m, o).
 
-    Andrew et al. 2013 (ICML), §2-3: ``corr = Σ_{i<=k} σ_i(T)``, ``T = Σ11^-1/2 Σ12 Σ22^-1/2``, with
+    Andrew et al. 2013 (ICML), section "Deep CCA": ``corr = Σ_{i<=k} σ_i(T)``, ``T = Σ11^-1/2 Σ12 Σ22^-1/2``, with
     ``Σ11 + r1 I``, ``Σ22 + r2 I`` (ddof 1). As GCNet's port (``dcca.py`` L50-99): eigenvalues of
     ``Σ11``, ``Σ22`` at or below ``eps`` are dropped, and the singular values are the square roots of
     the top-``k`` eigenvalues of ``T^T T + r1 I`` (clamped at ``eps``); ``torch.linalg.eigh`` /

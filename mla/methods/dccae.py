@@ -1,6 +1,6 @@
 """``dccae``: deep canonically correlated autoencoders + a linear SVM (Wang et al., ICML 2015), Table 2's DCCAE row.
 
-Wang et al. §2 (DCCAE objective): DCCA's correlation of the encoders' outputs plus, per view, the
+Wang et al. 2015, the DCCAE objective: DCCA's correlation of the encoders' outputs plus, per view, the
 reconstruction error of a decoder from its encoder's output, weighted by λ:
 ``min -corr(f(X), g(Y)) + λ/N Σ (||x - p(f(x))||² + ||y - q(g(y))||²)``. As GCNet runs it
 (github zeroQiaoba/GCNet at 8cce4a0, ``baseline-cca/dccae.py``): everything of ``dcca`` (encoder

@@ -42,7 +42,7 @@ CODE_DATA = CODE_CONFIG + code("mla/data/*.py")
 CODE_FEATURES = CODE_CONFIG + code("mla/data/splits.py", "mla/features/*.py")
 CODE_TRAIN = CODE_CONFIG + code(
     "mla/train.py", "mla/augment.py", "mla/batches.py", "mla/evaluate.py", "mla/fusion.py", "mla/missing.py",
-    "mla/provenance.py", "mla/registry.py", "mla/models/*.py", "mla/methods/base.py",
+    "mla/provenance.py", "mla/registry.py", "mla/models/*.py", "mla/methods/base.py", "mla/frozen.py",
     "mla/methods/__init__.py", "mla/features/store.py", "mla/checkpoint.py", "mla/devices.py", "mla/io.py",
 )
 CODE_ANALYSIS = CODE_TRAIN + code("mla/analysis/*.py")
@@ -64,7 +64,8 @@ def job_of(phase, wildcards):
 
 def train_inputs(phase):
     """Inputs of a training job: its dataset's feature store, its method's code and the
-    runs it assembles (late fusion reuses the unimodal runs)."""
+    runs it reuses (late fusion assembles the unimodal runs; the missing-modality baselines
+    train on their encoders' features, mla/frozen.py)."""
 
     def inputs(wildcards):
         job = job_of(phase, wildcards)
