@@ -4,9 +4,9 @@ As GCNet runs it (github zeroQiaoba/GCNet at c2dfd3b, ``baseline-cca/cca.py``; G
 Lian et al., TPAMI 2023, §5 lists it among the baselines, and the MLA paper's §4.2.1 follows GCNet):
 
 - one regularised CCA per modality pair (``cca.py`` L17-59; three pairs (0,1), (0,2), (1,2) for
-  three modalities at L134-158, one pair for two), ``n_components`` = 10 (L67), ``r1 = r2 = 1e-4``
+  three modalities at L134-159, one pair for two), ``n_components`` = 10 (L67), ``r1 = r2 = 1e-4``
   (L18); each example's representation is the concatenation of both views' ``n_components``
-  canonical components of every pair (L160-162), 2·k·pairs values;
+  canonical components of every pair (L161-163), 2·k·pairs values;
 - a linear SVM, scikit-learn ``LinearSVC(C=0.01, dual=False)`` (L167), on those components.
 
 Missing modalities (``mla/methods/cca_parts.py``): CCA is fitted on the training split with each
