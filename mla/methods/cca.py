@@ -104,7 +104,12 @@ class CCA(Method):
     def train_step(self, batch: dict, optimizer: torch.optim.Optimizer) -> float:
         """No update: the fitted SVM's squared hinge loss on ``batch`` (a diagnostic)."""
         with torch.no_grad():
-            return float(self.svm.squared_hinge(self.components(batch), batch["label"]))
+            loss = float(self.svm.squared_hinge(self.components(batch), batch["label"]))
+        # No parameter has a gradient, so this step changes nothing; it keeps the optimizer/scheduler
+        # order PyTorch expects (it warns when a scheduler steps before any optimizer step).
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
+        return loss
 
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
         out = {"multi": self.svm(self.components(batch))}

@@ -114,7 +114,9 @@ class DCCA(Method):
         corr = self.correlation_loss(batch, outs)
         self.without_pair += corr is None
         parts = [t for t in (corr, self.extra_loss(batch, outs)) if t is not None]
-        if not parts:  # nothing to learn from this batch: no step (counted above, reported in the log)
+        if not parts:  # nothing to learn from this batch (counted above, reported in the log)
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.step()  # no gradient anywhere: changes nothing, keeps the order PyTorch's scheduler expects
             return 0.0
         return self.optimise(torch.stack(parts).sum(), optimizer)
 
