@@ -17,6 +17,8 @@ from tiny import one_thread  # noqa: F401  (fixture)
 
 FROZEN = sorted(m for m, info in catalog.METHODS.items() if info.frozen_features)
 S, N_CLASSES = 12, 3
+# Network sizes shrunk for speed, for the methods that have these options (others keep their defaults).
+SMALL = {"hidden": 16, "n_components": 3}
 
 
 class NaNAbsent(SplitTensors):
@@ -63,8 +65,8 @@ def test_frozen_method_trains_on_features_with_missing_modalities(name, mods):
     if len(mods) not in catalog.method_info(name).modality_counts:
         pytest.skip(f"{name} supports {catalog.method_info(name).modality_counts} modalities")
     torch.manual_seed(0)
-    method = create_method(name, identity_encoders(mods), n_classes=N_CLASSES, feature_dim=S,
-                           **({"hidden": 16, "n_components": 3} if "hidden" in METHODS.get(name).defaults else {}))
+    small = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
+    method = create_method(name, identity_encoders(mods), n_classes=N_CLASSES, feature_dim=S, **small)
     data = feature_split(mods)
     before = {k: p.detach().clone() for k, p in method.named_parameters()}
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad] or [torch.zeros(1, requires_grad=True)],
@@ -104,6 +106,7 @@ def test_frozen_job_trains_on_the_unimodal_runs_features(tmp_path, monkeypatch):
     from pathlib import Path
 
     from mla import grid
+    from mla.checkpoint import RunWork
     from mla.frozen import frozen_data
     from mla.train import build_method, job_split_tensors, train_run, write_run
     from tiny import tiny_config, tiny_dataset
@@ -151,3 +154,22 @@ def test_frozen_job_trains_on_the_unimodal_runs_features(tmp_path, monkeypatch):
         assert metrics["components"] == components and len(log) == 2
         assert metrics["selected_epoch"] in (1, 2) and 0 <= metrics["test"]["multi"] <= 100
         assert set(metrics["test"]) == {"multi", *ds.modalities}
+        # killed after epoch 1 and resumed (features recomputed): the uninterrupted result
+        first = RunWork(tmp_path / job.tag, {"job": job.id}, root=tmp_path)
+        save = first.save_state
+
+        def save_then_die(st, save=save):
+            save(st)
+            raise Killed
+
+        first.save_state = save_then_die
+        with pytest.raises(Killed):
+            train_run(cfg, job, ds, 1, first)
+        again = RunWork(tmp_path / job.tag, {"job": job.id}, root=tmp_path)
+        metrics2, log2, state2, _ = train_run(cfg, job, ds, 1, again)
+        assert again.resumed_from == 1 and metrics2 == metrics and log2 == log
+        assert all(torch.equal(state2[k], state[k]) for k in state)
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL right after a save."""
