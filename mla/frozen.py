@@ -32,12 +32,14 @@ def identity_encoders(modalities: tuple[str, ...]) -> nn.ModuleDict:
 def component_paths(cfg: dict, job: grid.Job, seed: int) -> dict[str, Path]:
     """modality -> the checkpoint of the reused ``unimodal`` run (same phase, rate and ``seed``)."""
     by_id = {j.id: j for j in grid.jobs(cfg)}
-    paths = {by_id[n].modality: Path(by_id[n].job_dir) / f"seed{seed}" / "checkpoint.pt" for n in job.needs}
-    for m, path in paths.items():
+    paths = {}
+    for n in job.needs:
+        part = by_id[n]
+        paths[part.modality] = path = Path(part.job_dir) / f"seed{seed}" / "checkpoint.pt"
         if not path.is_file():
-            raise FileNotFoundError(f"{job.id} seed {seed}: trains on the features of the {m} unimodal run, but "
-                                    f"{path} does not exist; run its job first (snakemake does, or "
-                                    f"`python -m mla train --job {path.parent.parent.relative_to(grid.results_dir(cfg)).as_posix()}`)")
+            raise FileNotFoundError(f"{job.id} seed {seed}: trains on the features of the {part.modality} unimodal "
+                                    f"run, but {path} does not exist; run job {n} first (snakemake does: "
+                                    f"`python -m mla train --config <config> --job {n}` by hand)")
     return paths
 
 
@@ -64,7 +66,8 @@ def feature_splits(data: dict[str, SplitTensors], encoders: dict[str, nn.Module]
     out = {}
     for split, t in data.items():
         feats = encode_split(t, encoders, batch_size, dim)
-        out[split] = to_tensors(feats, t.labels.cpu().numpy(), t.modalities, t.present.cpu().numpy()).to(t.labels.device)
+        split_features = to_tensors(feats, t.labels.cpu().numpy(), t.modalities, t.present.cpu().numpy())
+        out[split] = split_features.to(t.labels.device)
     return out
 
 
