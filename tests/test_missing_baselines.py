@@ -173,3 +173,21 @@ def test_frozen_job_trains_on_the_unimodal_runs_features(tmp_path, monkeypatch):
 
 class Killed(BaseException):
     """Stands in for SIGKILL right after a save."""
+
+
+@pytest.mark.parametrize("name", FROZEN)
+def test_method_file_catalog_literal_agrees_with_the_catalog(name):
+    """Each frozen-feature method file carries a torch-free literal ``CATALOG`` (read with ``ast``,
+    as the catalog will discover it) that agrees with mla/catalog.py and the class's options."""
+    import ast
+    from pathlib import Path
+
+    import mla.methods
+
+    source = (Path(mla.methods.__file__).parent / f"{name}.py").read_text()
+    literal = next(ast.literal_eval(node.value) for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                   and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["CATALOG"])
+    info = catalog.method_info(name)
+    assert tuple(literal["modality_counts"]) == info.modality_counts
+    assert literal["reuses"] == info.reuses and literal["frozen_features"] is info.frozen_features is True
+    assert literal["options"] == METHODS.get(name).defaults
