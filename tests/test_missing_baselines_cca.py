@@ -179,6 +179,7 @@ def test_cca_method_components_svm_and_absent_modalities():
     cca = create_method("cca", identity_encoders(mods), n_classes=3, feature_dim=s, n_components=2)
     list(cca.epoch_batches(data, 32, torch.Generator().manual_seed(0)))
     assert bool(cca.fitted)
+    assert cca.epoch_diagnostics()["rows_with_both"] == {"audio-text": int((present[:, 0] & present[:, 1]).sum())}
     fit = cca_fit(arrays["audio"], arrays["text"], present[:, 0], present[:, 1], 2, 1e-4, 1e-4)
     np.testing.assert_allclose(cca.corr[0].numpy(), fit["corr"], rtol=1e-5)
     # components: centred features times the projections, zero where the modality is absent

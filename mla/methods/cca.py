@@ -33,9 +33,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mla.batches import shuffled_batches
 from mla.methods.base import METHODS, Method
 from mla.methods.cca_parts import LinearSVM, cca_fit, features, fill, modality_pairs, whole_split
-from mla.batches import shuffled_batches
 
 CATALOG = {
     "modality_counts": (2, 3),
@@ -62,6 +62,7 @@ class CCA(Method):
         self.register_buffer("mean", torch.zeros(len(self.modalities), s))
         self.register_buffer("proj", torch.zeros(len(self.pairs), 2, s, k))  # pair -> (wa, wb)
         self.register_buffer("corr", torch.zeros(len(self.pairs), k))  # canonical correlations on train
+        self.register_buffer("n_both", torch.zeros(len(self.pairs), dtype=torch.long))  # rows behind each pair's Σab
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.svm = LinearSVM(2 * k * len(self.pairs), n_classes, self.options["svm_c"])
 
@@ -92,6 +93,7 @@ class CCA(Method):
             self.proj[n, 0] = torch.from_numpy(fit["wa"])
             self.proj[n, 1] = torch.from_numpy(fit["wb"])
             self.corr[n] = torch.from_numpy(fit["corr"])
+            self.n_both[n] = int(fit["n_both"])
         z = self.components({**{m: feats[m] for m in self.modalities}, "present": present}, encoded=True)
         self.svm.fit(z.cpu().numpy(), labels.cpu().numpy())
         self.fitted.fill_(True)
@@ -118,6 +120,8 @@ class CCA(Method):
         return out
 
     def epoch_diagnostics(self) -> dict:
-        """The training canonical correlations of each pair (fitted once)."""
-        return {"canonical_correlations": {f"{self.modalities[a]}-{self.modalities[b]}": [round(float(c), 6) for c in
-                                           self.corr[n]] for n, (a, b) in enumerate(self.pairs)}}
+        """Per pair: the training canonical correlations and the training rows with both modalities
+        behind them (0: no evidence of correlation, every correlation 0)."""
+        names = [f"{self.modalities[a]}-{self.modalities[b]}" for a, b in self.pairs]
+        return {"canonical_correlations": {p: [round(float(c), 6) for c in self.corr[n]] for n, p in enumerate(names)},
+                "rows_with_both": {p: int(self.n_both[n]) for n, p in enumerate(names)}}
