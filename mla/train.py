@@ -131,17 +131,19 @@ def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[
     ``model.init`` says from ``seed`` (callers that load a state afterwards may leave it)."""
     model = config_mod.model_for(cfg, job.dataset)
     dim = model["feature_dim"]
-    fixed = catalog.method_info(job.method).frozen_features  # trains on fixed (n, s) features, mla/frozen.py
-    encoders = frozen.identity_encoders(modalities) if fixed else nn.ModuleDict()
-    for m in modalities if not fixed else ():
-        spec = dict(model["encoders"][m])
-        if m == "text":  # sizes that only the feature store knows
-            spec.setdefault("vocab_size", ds.vocab_size)
-            spec.setdefault("max_len", ds.text_len)
-        encoders[m] = create_encoder(m, dim, spec)
+    if catalog.method_info(job.method).frozen_features:  # trains on fixed (n, s) features, mla/frozen.py
+        encoders, pretrained = frozen.identity_encoders(modalities), []
+    else:
+        encoders = nn.ModuleDict()
+        for m in modalities:
+            spec = dict(model["encoders"][m])
+            if m == "text":  # sizes that only the feature store knows
+                spec.setdefault("vocab_size", ds.vocab_size)
+                spec.setdefault("max_len", ds.text_len)
+            encoders[m] = create_encoder(m, dim, spec)
+        pretrained = [encoders[m] for m in modalities if "weights" in model["encoders"][m]]
     options = {**config_mod.method_options_for(cfg, job.method, job.dataset), **dict(job.options)}
     method = create_method(job.method, encoders, n_classes=ds.n_classes, feature_dim=dim, **options)
-    pretrained = [encoders[m] for m in modalities if not fixed and "weights" in model["encoders"][m]]
     initialise(method, model["init"], seed, keep=pretrained)  # pre-trained encoders keep their weights
     return method
 
