@@ -53,21 +53,30 @@ class MethodInfo:
 
     ``per_modality``: one run per modality (``unimodal``). ``modality_counts``: how many
     modalities it supports. ``reuses``: a method whose runs (same phase, seed and rate) this
-    one assembles instead of training (``late_fusion`` reuses ``unimodal``). ``options``: option
-    name -> ``{"default": value, "choices": [...]}`` (choices where the option has a fixed set).
-    ``source``: the method's file (``mla/methods/<name>.py``), the code its jobs depend on.
+    one assembles instead of training (``late_fusion`` reuses ``unimodal``). ``frozen_features``:
+    with ``reuses``, the method still trains, on the fixed features that the reused runs' encoders
+    compute (the missing-modality baselines of Table 2, ``mla/frozen.py``), instead of assembling.
+    ``options``: option name -> ``{"default": value, "choices": [...]}`` (choices where the option
+    has a fixed set). ``source``: the method's file (``mla/methods/<name>.py``), the code its jobs
+    depend on.
     """
 
     name: str
     per_modality: bool = False
     modality_counts: tuple[int, ...] = (2, 3)
     reuses: str | None = None
+    frozen_features: bool = False
     options: dict = field(default_factory=dict)
     source: str = ""
 
+    @property
+    def assembles(self) -> bool:
+        """True for a method that only scores other jobs' runs (no training, no work directory)."""
+        return self.reuses is not None and not self.frozen_features
+
 
 METHODS_DIR = Path(__file__).resolve().with_name("methods")
-CATALOG_KEYS = {"per_modality", "modality_counts", "reuses", "options"}
+CATALOG_KEYS = {"per_modality", "modality_counts", "reuses", "frozen_features", "options"}
 
 
 def read_catalog(path: Path) -> dict | None:
@@ -110,6 +119,7 @@ def discover_methods(directory: Path = METHODS_DIR) -> dict[str, MethodInfo]:
             per_modality=bool(entry.get("per_modality", False)),
             modality_counts=tuple(entry.get("modality_counts", (2, 3))),
             reuses=entry.get("reuses"),
+            frozen_features=bool(entry.get("frozen_features", False)),
             options=dict(entry.get("options") or {}),
             source=f"mla/methods/{path.name}",
         )

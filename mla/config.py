@@ -159,6 +159,16 @@ def _check_names(cfg: dict) -> None:
         raise ConfigError(f"config key analysis.seed: {cfg['analysis']['seed']} is not in seeds {cfg['seeds']}")
 
 
+def training_for(cfg: dict, method: str) -> dict:
+    """The ``training`` section a ``method`` trains with: ``missing.frozen_training`` merged over it for a
+    method that trains on frozen unimodal features (Table 2's baselines, whose sources use their own
+    optimiser and epochs), ``training`` itself for every other method. Returns a new dict."""
+    tr = copy.deepcopy(cfg["training"])
+    if catalog.method_info(method).frozen_features:
+        tr.update(copy.deepcopy(cfg["missing"].get("frozen_training") or {}))
+    return tr
+
+
 def _check_method_options(cfg: dict) -> None:
     """Method options (``method_options.<m>``, each ``method_options.<m>.datasets.<d>`` merged over them,
     ``ablation.variants.<v>`` for mla) against each method's ``CATALOG`` (names, types, choices), so a

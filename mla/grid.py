@@ -49,7 +49,7 @@ class Job:
     options: tuple[tuple[str, object], ...] = ()
     modality: str | None = None
     missing_rate: float | None = None
-    needs: tuple[str, ...] = ()  # ids of the jobs whose runs this one assembles (late fusion)
+    needs: tuple[str, ...] = ()  # ids of the jobs whose runs this one reuses (late fusion; frozen-feature methods)
 
     @property
     def id(self) -> str:
@@ -187,7 +187,9 @@ def jobs(cfg: dict) -> list[Job]:
     """Every training job of the config's grid, in a stable order.
 
     - train: datasets x methods (Table 1; ``unimodal`` once per modality; a method that
-      reuses another's runs, like ``late_fusion``, brings that method's jobs along);
+      reuses another's runs, like ``late_fusion``, brings that method's jobs along and
+      ``needs`` them: it assembles them, or, with ``frozen_features`` (Table 2's
+      missing-modality baselines), trains on their encoders' features as a job of its own);
     - missing: missing.datasets x missing.methods x missing.rates (Table 2);
     - ablation: ablation.datasets x ablation.variants of ``mla`` (Table 3).
     """

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mla import catalog, checkpoint, config as config_mod, grid
+from mla import catalog, checkpoint, config as config_mod, frozen, grid
 from mla.augment import augment_batch
 from mla.batches import FBANK_NORMS, SplitTensors, audio_stats, to_tensors
 from mla.checkpoint import JobWork, RunWork
@@ -131,16 +131,19 @@ def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[
     ``model.init`` says from ``seed`` (callers that load a state afterwards may leave it)."""
     model = config_mod.model_for(cfg, job.dataset)
     dim = model["feature_dim"]
-    encoders = nn.ModuleDict()
-    for m in modalities:
-        spec = dict(model["encoders"][m])
-        if m == "text":  # sizes that only the feature store knows
-            spec.setdefault("vocab_size", ds.vocab_size)
-            spec.setdefault("max_len", ds.text_len)
-        encoders[m] = create_encoder(m, dim, spec)
+    if catalog.method_info(job.method).frozen_features:  # trains on fixed (n, s) features, mla/frozen.py
+        encoders, pretrained = frozen.identity_encoders(modalities), []
+    else:
+        encoders = nn.ModuleDict()
+        for m in modalities:
+            spec = dict(model["encoders"][m])
+            if m == "text":  # sizes that only the feature store knows
+                spec.setdefault("vocab_size", ds.vocab_size)
+                spec.setdefault("max_len", ds.text_len)
+            encoders[m] = create_encoder(m, dim, spec)
+        pretrained = [encoders[m] for m in modalities if "weights" in model["encoders"][m]]
     options = {**config_mod.method_options_for(cfg, job.method, job.dataset), **dict(job.options)}
     method = create_method(job.method, encoders, n_classes=ds.n_classes, feature_dim=dim, **options)
-    pretrained = [encoders[m] for m in modalities if "weights" in model["encoders"][m]]
     initialise(method, model["init"], seed, keep=pretrained)  # pre-trained encoders keep their weights
     return method
 
@@ -204,11 +207,15 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
     # --- data -------------------------------------------------------------------------
     data, masks = job_split_tensors(cfg, job, ds, seed)
     data = {s: place.data(t) for s, t in data.items()}
+    fixed = catalog.method_info(job.method).frozen_features
+    components = None
+    if fixed:  # the unimodal runs' encoders turn every split into fixed features, once per run
+        data, components = frozen.frozen_data(cfg, job, ds, seed, data)
 
     # --- build ------------------------------------------------------------------------
     method = place.module(build_method(cfg, job, ds, modalities, seed))
-    optimizer, scheduler = build_optimizer(cfg, method.parameters())
-    tr = cfg["training"]
+    tr = config_mod.training_for(cfg, job.method)  # frozen-feature baselines: missing.frozen_training over it
+    optimizer, scheduler = build_optimizer({**cfg, "training": tr}, method.parameters())
     log, sel = [], Selection("val" if len(data["val"]) else "test")  # val_fraction 0 = the released protocol
 
     # --- resume -----------------------------------------------------------------------
@@ -224,7 +231,8 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
         method.train()
         losses = []
         for step, batch in enumerate(method.epoch_batches(data["train"], tr["batch_size"], gen)):
-            batch = augment_batch(batch, data["train"], tr.get("augment"), seed, epoch, step)  # training only
+            if not fixed:  # features are not frames or images: nothing to crop
+                batch = augment_batch(batch, data["train"], tr.get("augment"), seed, epoch, step)  # training only
             with place.autocast():
                 loss = method.train_step(batch, optimizer)
             if not math.isfinite(loss):
@@ -254,6 +262,8 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
     metrics.update(selection=sel.select_on, selected_epoch=sel.best_epoch, epochs=tr["epochs"],
                    best_on_test=sel.best_test, last_epoch=split_metrics(sel.last["test"])[0],
                    fusion_selection=sel.fusion_best)
+    if components is not None:
+        metrics["components"] = components
     return metrics, log, sel.best_state, masks
 
 
@@ -341,8 +351,8 @@ def run_job(cfg: dict, job_id: str) -> None:
     confine(job.job_dir, checkpoint.RESULTS_ROOT)  # before anything is created: names are checked, paths too
     writable_directory(Path(job.job_dir).parent)  # fail now, not after training, if outputs cannot be written
     Path(job.marker).unlink(missing_ok=True)  # unfinished from now until every seed is in place
-    reuses = catalog.method_info(job.method).reuses  # scoring only: seconds, nothing to resume
-    work = None if reuses else JobWork(cfg, job)  # locks the job's work directory
+    assembles = catalog.method_info(job.method).assembles  # scoring only: seconds, nothing to resume
+    work = None if assembles else JobWork(cfg, job)  # locks the job's work directory
     set_threads(cfg["threads"])
     ds = load_dataset(cfg, job.dataset)
     if work is None:

@@ -200,6 +200,13 @@ def test_not_reproduced_and_paper_blocks(tree):
     assert metrics["table1"]["builtin_av/paper"]["video"]["mla"] == 64.91
     t2 = (out / "table2.md").read_text()
     assert "75.07" in t2 and "| qmf | not reproduced |" in t2
+    # the paper's twelve rows, in its order, ours beside the paper's
+    paper_rows = ["late_fusion", "qmf", "cca", "dcca", "dccae", "ae", "cra", "mmin", "if_mmin", "cpm_net", "tate", "mla"]
+    ours, paper = t2.split("## Paper", 1)
+    for block in (ours, paper):
+        rows = [line.split("|")[1].strip() for line in block.splitlines() if line.startswith("| ")]
+        assert [r for r in rows if r in paper_rows] == paper_rows, rows
+    assert set(metrics["table2"]["builtin_ait/ours"]) >= set(paper_rows)
     assert metrics["table2"]["builtin_ait/realised"]["train"]["30%"] == pytest.approx(31.0)
     assert metrics["table2"]["builtin_ait/realised"]["test"]["30%"] == pytest.approx(29.5)
     t3 = (out / "table3.md").read_text()

@@ -37,6 +37,7 @@ from __future__ import annotations
 from torch import nn
 
 from mla.methods.autoencoders import ReconstructionMethod, SimpleAE, check_layers
+from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 
 CATALOG = {
@@ -44,16 +45,15 @@ CATALOG = {
     "reuses": "unimodal",
     "frozen_features": True,
     "options": {
-        "embed_dim": 128,          # GCNet run.sh L128 --embd_size_{a,v,l}=128
-        "cls_layers": [128, 128],  # run.sh L128 --cls_layers=128,128
-        "ae_layers": [256, 128],   # run.sh L128 --AE_layers=256,128
-        "dropout": 0.5,            # run.sh L128 --dropout_rate=0.5
-        "ce_weight": 1.0,          # run.sh L128
-        "mse_weight": 0.2,         # run.sh L128
-        "clip_norm": 5.0,          # mmin_AE_model.py L149-150
-        "train_keep": "any",       # ours: which present modalities a training step feeds
+        "embed_dim": {"default": 128},          # GCNet run.sh L128 --embd_size_{a,v,l}=128
+        "cls_layers": {"default": [128, 128]},  # run.sh L128 --cls_layers=128,128
+        "ae_layers": {"default": [256, 128]},   # run.sh L128 --AE_layers=256,128
+        "dropout": {"default": 0.5},            # run.sh L128 --dropout_rate=0.5
+        "ce_weight": {"default": 1.0},          # run.sh L128
+        "mse_weight": {"default": 0.2},         # run.sh L128
+        "clip_norm": {"default": 5.0},          # mmin_AE_model.py L149-150
+        "train_keep": {"default": "any", "choices": ["any", "proper"]},       # ours: which present modalities a training step feeds
     },
-    "choices": {"train_keep": ("any", "proper")},
 }
 
 
@@ -62,7 +62,7 @@ class AE(ReconstructionMethod):
     """Utterance encoders -> ``SimpleAE`` -> classifier; reconstruction of the hidden modalities."""
 
     name = "ae"
-    defaults = CATALOG["options"]
+    defaults = option_defaults(CATALOG)
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)

@@ -70,6 +70,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mla.batches import SplitTensors, shuffled_batches
+from mla.catalog import option_defaults
 from mla.methods.base import METHODS, Method
 
 CATALOG = {
@@ -77,15 +78,15 @@ CATALOG = {
     "reuses": "unimodal",
     "frozen_features": True,
     "options": {
-        "latent_dim": 128,     # GCNet README CPM-Net command --lsd-dim=128
-        "lamb": 1.0,           # GCNet README --lamb=1
-        "lr_net": 0.001,       # GCNet test_lianzheng.py L52 learning_rate[0]
-        "lr_latent": 0.01,     # GCNet test_lianzheng.py L52 learning_rate[1]
-        "lr_test": 0.001,      # GCNet model.py L80: the test latents use learning_rate[0]
-        "net_steps": 5,        # GCNet model.py L165 step=[5, 5]
-        "latent_steps": 5,     # GCNet model.py L165
-        "test_epochs": 300,    # GCNet README --epochs-test=300
-        "test_steps": 5,       # GCNet model.py L198: 5 updates per test epoch
+        "latent_dim": {"default": 128},     # GCNet README CPM-Net command --lsd-dim=128
+        "lamb": {"default": 1.0},           # GCNet README --lamb=1
+        "lr_net": {"default": 0.001},       # GCNet test_lianzheng.py L52 learning_rate[0]
+        "lr_latent": {"default": 0.01},     # GCNet test_lianzheng.py L52 learning_rate[1]
+        "lr_test": {"default": 0.001},      # GCNet model.py L80: the test latents use learning_rate[0]
+        "net_steps": {"default": 5},        # GCNet model.py L165 step=[5, 5]
+        "latent_steps": {"default": 5},     # GCNet model.py L165
+        "test_epochs": {"default": 300},    # GCNet README --epochs-test=300
+        "test_steps": {"default": 5},       # GCNet model.py L198: 5 updates per test epoch
     },
 }
 
@@ -160,7 +161,7 @@ def per_sample_uniform(index: torch.Tensor, dim: int, bound: float) -> torch.Ten
 class CPMNet(Method):
     """Per-sample latents, linear reconstruction networks, structured loss, test-time latents."""
 
-    defaults = CATALOG["options"]
+    defaults = option_defaults(CATALOG)
     modality_counts = CATALOG["modality_counts"]
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from torch import nn
 
 from mla.methods.autoencoders import ReconstructionMethod, ResidualAE, check_layers, check_positive
+from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 
 CATALOG = {
@@ -30,17 +31,16 @@ CATALOG = {
     "reuses": "unimodal",
     "frozen_features": True,
     "options": {
-        "embed_dim": 128,          # GCNet run.sh L134 --embd_size_{a,v,l}=128
-        "cls_layers": [128, 128],  # run.sh L134 --cls_layers=128,128
-        "ae_layers": [256, 128],   # run.sh L134 --AE_layers=256,128
-        "n_blocks": 2,             # run.sh L134 --n_blocks=2
-        "dropout": 0.5,            # run.sh L134 --dropout_rate=0.5
-        "ce_weight": 1.0,          # run.sh L134
-        "mse_weight": 0.8,         # run.sh L134
-        "clip_norm": 5.0,          # mmin_CRA_model.py L152-153
-        "train_keep": "any",       # ours: which present modalities a training step feeds
+        "embed_dim": {"default": 128},          # GCNet run.sh L134 --embd_size_{a,v,l}=128
+        "cls_layers": {"default": [128, 128]},  # run.sh L134 --cls_layers=128,128
+        "ae_layers": {"default": [256, 128]},   # run.sh L134 --AE_layers=256,128
+        "n_blocks": {"default": 2},             # run.sh L134 --n_blocks=2
+        "dropout": {"default": 0.5},            # run.sh L134 --dropout_rate=0.5
+        "ce_weight": {"default": 1.0},          # run.sh L134
+        "mse_weight": {"default": 0.8},         # run.sh L134
+        "clip_norm": {"default": 5.0},          # mmin_CRA_model.py L152-153
+        "train_keep": {"default": "any", "choices": ["any", "proper"]},       # ours: which present modalities a training step feeds
     },
-    "choices": {"train_keep": ("any", "proper")},
 }
 
 
@@ -49,7 +49,7 @@ class CRA(ReconstructionMethod):
     """Utterance encoders -> residual cascade -> classifier; reconstruction of the hidden modalities."""
 
     name = "cra"
-    defaults = CATALOG["options"]
+    defaults = option_defaults(CATALOG)
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)

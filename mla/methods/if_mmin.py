@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mla.methods.autoencoders import cmd, masked_mse
+from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 from mla.methods.mmin import MMIN, invariant_encoder
 
@@ -51,25 +52,24 @@ CATALOG = {
     "reuses": "unimodal",
     "frozen_features": True,
     "options": {
-        "embed_dim": 128,               # IF-MMIN CAP_IFMMIN.sh L10-12 --embd_size_{a,v,l}=128
-        "cls_layers": [128, 128],       # CAP_IFMMIN.sh L15
-        "ae_layers": [256, 128, 64],    # CAP_IFMMIN.sh L13
-        "n_blocks": 5,                  # CAP_IFMMIN.sh L13
-        "dropout": 0.5,                 # CAP_IFMMIN.sh L15
-        "ce_weight": 1.0,               # CAP_IFMMIN.sh L14
-        "mse_weight": 1.0,              # CAP_IFMMIN.sh L14
-        "invariant_weight": 1.0,        # IFMMIN_model.py L49 default (the script's --consistent_weight is undeclared)
-        "cmd_order": 5,                 # utt_shared_model.py L150-152
-        "clip_norm": 1.0,               # IFMMIN_model.py L237-238
-        "train_keep": "proper",         # MMIN multimodal_miss_dataset.py L81-110, over present modalities
-        "pretrain_on": "complete",      # ours: IF-MMIN pretrains on complete data
-        "pretrain_epochs": [10, 10],    # CAP_utt_shared.sh L18 --niter=10 --niter_decay=10
-        "pretrain_lr": 2.0e-4,          # CAP_utt_shared.sh L19
-        "pretrain_batch_size": 64,      # CAP_utt_shared.sh L19
-        "pretrain_dropout": 0.3,        # CAP_utt_shared.sh L17
-        "pretrain_clip_norm": 0.5,      # utt_shared_model.py L132-133
+        "embed_dim": {"default": 128},               # IF-MMIN CAP_IFMMIN.sh L10-12 --embd_size_{a,v,l}=128
+        "cls_layers": {"default": [128, 128]},       # CAP_IFMMIN.sh L15
+        "ae_layers": {"default": [256, 128, 64]},    # CAP_IFMMIN.sh L13
+        "n_blocks": {"default": 5},                  # CAP_IFMMIN.sh L13
+        "dropout": {"default": 0.5},                 # CAP_IFMMIN.sh L15
+        "ce_weight": {"default": 1.0},               # CAP_IFMMIN.sh L14
+        "mse_weight": {"default": 1.0},              # CAP_IFMMIN.sh L14
+        "invariant_weight": {"default": 1.0},        # IFMMIN_model.py L49 default (the script's --consistent_weight is undeclared)
+        "cmd_order": {"default": 5},                 # utt_shared_model.py L150-152
+        "clip_norm": {"default": 1.0},               # IFMMIN_model.py L237-238
+        "train_keep": {"default": "proper", "choices": ["proper", "any"]},         # MMIN multimodal_miss_dataset.py L81-110, over present modalities
+        "pretrain_on": {"default": "complete", "choices": ["complete", "all"]},      # ours: IF-MMIN pretrains on complete data
+        "pretrain_epochs": {"default": [10, 10]},    # CAP_utt_shared.sh L18 --niter=10 --niter_decay=10
+        "pretrain_lr": {"default": 2.0e-4},          # CAP_utt_shared.sh L19
+        "pretrain_batch_size": {"default": 64},      # CAP_utt_shared.sh L19
+        "pretrain_dropout": {"default": 0.3},        # CAP_utt_shared.sh L17
+        "pretrain_clip_norm": {"default": 0.5},      # utt_shared_model.py L132-133
     },
-    "choices": {"train_keep": ("proper", "any"), "pretrain_on": ("complete", "all")},
 }
 
 
@@ -78,7 +78,7 @@ class IFMMIN(MMIN):
     """MMIN whose imagination is conditioned on CMD-aligned invariant features."""
 
     name = "if_mmin"
-    defaults = CATALOG["options"]
+    defaults = option_defaults(CATALOG)
     shared_invariant = True
 
     def build_student_extras(self, fused: int, layers: tuple[int, ...]) -> None:

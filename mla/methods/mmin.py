@@ -55,6 +55,7 @@ from torch.nn import functional as F
 from mla.batches import SplitTensors, shuffled_batches
 from mla.methods.autoencoders import (KEEP_RULES, ImputationMethod, ResidualAE, check_choice, check_layers,
                                       check_positive, clip_and_step, fc_net, masked_mse, simulated_keep)
+from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 
 CATALOG = {
@@ -62,24 +63,23 @@ CATALOG = {
     "reuses": "unimodal",
     "frozen_features": True,
     "options": {
-        "embed_dim": 128,               # MMIN CAP_mmin.sh L11-13 --embd_size_{a,v,l}=128
-        "cls_layers": [128, 128],       # CAP_mmin.sh L17
-        "ae_layers": [256, 128, 64],    # CAP_mmin.sh L14
-        "n_blocks": 5,                  # CAP_mmin.sh L14
-        "dropout": 0.5,                 # CAP_mmin.sh L17
-        "ce_weight": 1.0,               # CAP_mmin.sh L16 (GCNet run.sh L122 too)
-        "mse_weight": 4.0,              # CAP_mmin.sh L16
-        "cycle_weight": 2.0,            # CAP_mmin.sh L16
-        "clip_norm": 1.0,               # mmin_model.py L176-177
-        "train_keep": "proper",         # multimodal_miss_dataset.py L81-110, over present modalities
-        "pretrain_on": "complete",      # ours: MMIN pretrains on complete data
-        "pretrain_epochs": [10, 10],    # CAP_utt_fusion.sh L17 --niter=10 --niter_decay=10
-        "pretrain_lr": 2.0e-4,          # CAP_utt_fusion.sh L18
-        "pretrain_batch_size": 128,     # CAP_utt_fusion.sh L18
-        "pretrain_dropout": 0.3,        # CAP_utt_fusion.sh L16
-        "pretrain_clip_norm": 0.5,      # utt_fusion_model.py L117
+        "embed_dim": {"default": 128},               # MMIN CAP_mmin.sh L11-13 --embd_size_{a,v,l}=128
+        "cls_layers": {"default": [128, 128]},       # CAP_mmin.sh L17
+        "ae_layers": {"default": [256, 128, 64]},    # CAP_mmin.sh L14
+        "n_blocks": {"default": 5},                  # CAP_mmin.sh L14
+        "dropout": {"default": 0.5},                 # CAP_mmin.sh L17
+        "ce_weight": {"default": 1.0},               # CAP_mmin.sh L16 (GCNet run.sh L122 too)
+        "mse_weight": {"default": 4.0},              # CAP_mmin.sh L16
+        "cycle_weight": {"default": 2.0},            # CAP_mmin.sh L16
+        "clip_norm": {"default": 1.0},               # mmin_model.py L176-177
+        "train_keep": {"default": "proper", "choices": ["proper", "any"]},         # multimodal_miss_dataset.py L81-110, over present modalities
+        "pretrain_on": {"default": "complete", "choices": ["complete", "all"]},      # ours: MMIN pretrains on complete data
+        "pretrain_epochs": {"default": [10, 10]},    # CAP_utt_fusion.sh L17 --niter=10 --niter_decay=10
+        "pretrain_lr": {"default": 2.0e-4},          # CAP_utt_fusion.sh L18
+        "pretrain_batch_size": {"default": 128},     # CAP_utt_fusion.sh L18
+        "pretrain_dropout": {"default": 0.3},        # CAP_utt_fusion.sh L16
+        "pretrain_clip_norm": {"default": 0.5},      # utt_fusion_model.py L117
     },
-    "choices": {"train_keep": ("proper", "any"), "pretrain_on": ("complete", "all")},
 }
 PRETRAIN_ON = ("complete", "all")
 
@@ -124,7 +124,7 @@ class MMIN(ImputationMethod):
     """Pretrained fusion teacher; cascaded residual imagination with forward and cycle losses."""
 
     name = "mmin"
-    defaults = CATALOG["options"]
+    defaults = option_defaults(CATALOG)
     shared_invariant = False  # IF-MMIN's teacher and student add the invariant encoder
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:

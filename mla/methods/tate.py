@@ -63,6 +63,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mla.catalog import option_defaults
 from mla.methods.base import METHODS, Method
 
 CATALOG = {
@@ -70,14 +71,14 @@ CATALOG = {
     "reuses": "unimodal",
     "frozen_features": True,
     "options": {
-        "att_dim": 300,        # TATE Settings.py L9 att_dim
-        "heads": 4,            # iemocap/network.py L30 num_heads=4
-        "dropout": 0.2,        # iemocap/network.py L31 dropout_rate=0.2 (attention weights)
-        "lr": 0.001,           # Settings.py L12, Adam (iemocap/train.py L44)
-        "l2_weight": 0.1,      # iemocap/network.py L157: 0.1 * l2_loss
-        "l2_scale": 0.0001,    # iemocap/network.py L155: l2_regularizer(0.0001)
-        "de_weight": 0.1,      # iemocap/network.py L157: 0.1 * de_loss
-        "tag_weight": 0.1,     # iemocap/network.py L157: 0.1 * tag_loss
+        "att_dim": {"default": 300},        # TATE Settings.py L9 att_dim
+        "heads": {"default": 4},            # iemocap/network.py L30 num_heads=4
+        "dropout": {"default": 0.2},        # iemocap/network.py L31 dropout_rate=0.2 (attention weights)
+        "lr": {"default": 0.001},           # Settings.py L12, Adam (iemocap/train.py L44)
+        "l2_weight": {"default": 0.1},      # iemocap/network.py L157: 0.1 * l2_loss
+        "l2_scale": {"default": 0.0001},    # iemocap/network.py L155: l2_regularizer(0.0001)
+        "de_weight": {"default": 0.1},      # iemocap/network.py L157: 0.1 * de_loss
+        "tag_weight": {"default": 0.1},     # iemocap/network.py L157: 0.1 * tag_loss
     },
 }
 TAG_BITS = 4  # the code's tag width: [complete, missing_1, missing_2, missing_3]
@@ -135,7 +136,7 @@ def symmetric_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class TATE(Method):
     """Per-modality blocks, pairwise space projection, tagged joint tokens, encoder-decoder."""
 
-    defaults = CATALOG["options"]
+    defaults = option_defaults(CATALOG)
     modality_counts = CATALOG["modality_counts"]
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:

@@ -194,7 +194,8 @@ def table2(cfg: dict, results: dict[str, JobResult], paper: dict) -> Table:
     ref = paper.get("table2", {})
     for d in cfg["missing"]["datasets"]:
         info = catalog.dataset_info(d)
-        rows = list(cfg["missing"]["methods"]) + [m for m in ref if m not in cfg["missing"]["methods"]]
+        # The paper's twelve rows in its order (ours where run, "not reproduced" where not), then any other method run.
+        rows = list(ref) + [m for m in cfg["missing"]["methods"] if m not in ref]
         cells: dict[str, dict[str, object]] = {r: {} for r in rows}
         realised: dict[str, dict[str, object]] = {s: {} for s in ("train", "val", "test")}
         for rate, col in zip(rates, cols):

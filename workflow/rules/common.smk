@@ -55,7 +55,7 @@ CODE_DATA = CODE_CONFIG + code("mla/data/*.py")
 CODE_FEATURES = CODE_CONFIG + code("mla/data/splits.py", "mla/features/*.py")
 CODE_TRAIN = CODE_CONFIG + code(
     "mla/train.py", "mla/augment.py", "mla/batches.py", "mla/evaluate.py", "mla/fusion.py", "mla/missing.py",
-    "mla/provenance.py", "mla/registry.py", "mla/models/*.py", "mla/methods/base.py",
+    "mla/provenance.py", "mla/registry.py", "mla/models/*.py", "mla/methods/base.py", "mla/frozen.py",
     "mla/methods/__init__.py", "mla/features/store.py", "mla/checkpoint.py", "mla/devices.py", "mla/io.py",
 )
 CODE_ANALYSIS = CODE_TRAIN + code("mla/analysis/*.py", *(f"mla/methods/{m}.py" for m in CFG["analysis"]["methods"]))
@@ -77,7 +77,8 @@ def job_of(phase, wildcards):
 
 def train_inputs(phase):
     """Inputs of a training job: its dataset's feature store, its method's code and the
-    runs it assembles (late fusion reuses the unimodal runs)."""
+    runs it reuses (late fusion assembles the unimodal runs; the missing-modality baselines
+    train on their encoders' features, mla/frozen.py)."""
 
     def inputs(wildcards):
         job = job_of(phase, wildcards)
@@ -98,8 +99,9 @@ def train_params(phase):
     def params(wildcards):
         job = job_of(phase, wildcards)
         # The feature settings are not here: they key the feature store's path, an input.
-        keys = ("seeds", "split_seed", "val_fraction", "device", "threads", "training")
+        keys = ("seeds", "split_seed", "val_fraction", "device", "threads")
         fingerprint = {k: CFG[k] for k in keys}
+        fingerprint["training"] = mla_config.training_for(CFG, job.method)
         fingerprint.update({k: CFG.get(k) for k in ("precision", "channels_last") if k in CFG})
         fingerprint["model"] = mla_config.model_for(CFG, job.dataset)  # this dataset's encoders only
         fingerprint["method_options"] = mla_config.method_options_for(CFG, job.method, job.dataset)
