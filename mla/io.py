@@ -147,6 +147,12 @@ def try_lock(path: str | Path) -> IO | None:
     return fh
 
 
+def file_mode() -> int:
+    """The mode a new regular file gets under the process's umask (0644 under umask 022): for files
+    written through ``tempfile.mkstemp``, which creates them 0600."""
+    return 0o666 & ~_umask()
+
+
 def _umask() -> int:
     """The process's umask. Read from /proc where the kernel shows it: setting it to read it back
     (the fallback) leaves a moment in which another thread would create files with mode 0666/0777."""

@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from mla import checkpoint, config, grid, io, safepaths
+from mla.acquire.lockfile import ChecksumLock
+from mla.acquire.manifest import write_manifest
 from mla.errors import UnsafeNameError, UnsafePathError, UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -370,6 +372,8 @@ def test_outputs_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
             (tmp / "log.jsonl").write_text("")
         work = checkpoint.RunWork(tmp_path / "work" / "seed0", {"job": "x"}, root=tmp_path / "work")
         work.save_state({"epoch": 1})
+        write_manifest(tmp_path / "manifest.json", dataset="x", files=[], source={})  # acquisition's own writer
+        ChecksumLock(tmp_path / "sha256.lock").record("f", "0" * 64, 1)
     finally:
         os.umask(old)
 
@@ -377,6 +381,7 @@ def test_outputs_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
         return stat.S_IMODE(p.stat().st_mode)
 
     assert mode(tmp_path / "metrics.json") == file_mode
+    assert mode(tmp_path / "manifest.json") == file_mode and mode(tmp_path / "sha256.lock") == file_mode
     assert mode(tmp_path / "run") == dir_mode and mode(tmp_path / "run" / "log.jsonl") == file_mode
     assert mode(work.dir / "fingerprint.json") == file_mode and mode(work.state_path) == file_mode
     assert mode(work.dir) == dir_mode

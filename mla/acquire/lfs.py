@@ -29,6 +29,7 @@ from mla.acquire.errors import AcquireError, DownloadError
 from mla.acquire.manifest import write_manifest
 from mla.acquire.redact import redact_url
 from mla.acquire.sources import dataset_spec, file_url, load_sources, repository, resolve_hosts
+from mla.io import file_mode
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def _save_index(path: Path, repo: dict[str, str], pointers: dict[str, LfsPointer
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=1, sort_keys=True)
             fh.write("\n")
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())  # the user's umask, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 from mla.acquire.errors import AcquireError
+from mla.io import file_mode
 
 DEFAULT_LOCK = Path("config/checksums.lock.json")
 _VERSION = 1
@@ -96,7 +97,7 @@ class ChecksumLock:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(data, fh, indent=2, sort_keys=True)
                 fh.write("\n")
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, file_mode())  # the user's umask, not mkstemp's 0600
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from mla.acquire.download import sha256_file
 from mla.acquire.errors import AcquireError
-from mla.io import write_json
+from mla.io import file_mode, write_json
 
 FORMAT = "mla-raw-manifest/1"
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -57,7 +57,7 @@ def write_manifest(path: str | Path, *, dataset: str, files: list[dict[str, Any]
     os.close(fd)
     try:
         write_json(tmp, doc)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())  # the user's umask, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
