@@ -27,7 +27,7 @@ Config: ``prepare.<dataset>`` in the experiment config (every key optional), e.g
 Lines in [C]: (a) ``data/mp4_to_wav.py`` L17; (b) ``data/extract_fbank.py`` L35-52; (c)
 ``data/video_preprocessing.py`` L30-46; (d) ``dataset/dataset.py`` L136-147; (e) ``dataset/dataset.py``
 L413-420, L709-716; (f) ``data/preprocess_iemo.py`` L152; (g) ``data/extract_token.py`` L15, L38-45;
-(h) ``models/m3ae.py`` L401.
+(h) ``models/basic_model.py`` L164-165, L232-233.
 """
 from __future__ import annotations
 
