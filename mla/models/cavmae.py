@@ -15,7 +15,8 @@ exact GELU, ``nn.LayerNorm`` eps 1e-5). No [CLS] token. ``pos_embed_a`` is a tra
 end to end ([C] ``main.py`` L749: SGD over ``model.parameters()``). Parameter names are CAV-MAE's
 (YuanGongND/cav-mae ``src/models/cav_mae.py``), restricted to the audio path: the visual branch, the
 unused norms of each block (``norm1_a``/``norm1_v`` of ``blocks_a``, ``norm1``/``norm1_v`` of
-``blocks_u``, ...), ``norm``, ``norm_v``, the decoder and ``mlp_head`` are not built (``mla.weights`` drops them on conversion).
+``blocks_u``, ...), ``norm``, ``norm_v``, the decoder and ``mlp_head`` are not built (``mla.weights``
+drops them on conversion).
 
 Input here: our audio features (B, 1, frames, mel) or (B, frames, mel); their frame count and
 mel count must be the configured ``n_frames`` / ``n_mels`` (1024 / 128 in the paper), because
