@@ -25,10 +25,12 @@ from mla.resources import RESIDENT_MB, input_bytes
 # uint8 pixels /255 -> encoder inputs, per channel (R, G, B): ``(p / 255 - mean) / std`` (model.inputs.pixels).
 PIXEL_NORMS = {
     "centred": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),  # ours: roughly zero-mean, unit-scale
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # [C]'s test transforms (MLA.md 3.11.2, 3.11.4)
+    # [C]'s test transforms (dataset/dataset.py L139, L418, L714)
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 # fbank -> encoder input (model.inputs.fbank): ``standardised`` by the training split's scalar mean and
-# std (ours), or ``raw``, as stored ([C], D14).
+# std (ours), or ``raw``, as stored: [C] feeds the saved fbank without normalising it (dataset/dataset.py
+# L117, L789-790), although it defines CAV-MAE's mean and std (L718-719).
 FBANK_NORMS = ("standardised", "raw")
 # Elements per chunk when reducing a whole split (audio_stats): 16 MB of float32.
 STATS_CHUNK = 1 << 22

@@ -2,7 +2,7 @@
 
 A mask is drawn once per split from (run seed, eta, split) and saved with the run.
 
-- ``released``: CPM-Net's ``random_mask`` as the released code runs it (reference E1): every
+- ``released``: CPM-Net's ``random_mask`` as the released code runs it (``dataset/dataset.py`` L596-640): every
   sample keeps one random modality, further entries are switched on at random, redrawn until
   the kept fraction is within 0.005 of 1 - eta (within one entry, 1/(n M), for splits too small
   to get that close, where the original would loop for ever). No sample loses every modality; for

@@ -1,23 +1,25 @@
 """``python -m mla score-released``: the authors' released MLA checkpoints, scored with our evaluation.
 
-[C]'s README lists checkpoints (Zenodo record 10828670), but its evaluation mode crashes (D9), so
-they cannot be re-scored with [C] itself. After ``mla convert-weights --kind released`` (read with
-``torch.load(weights_only=True)``, every name and shape checked: mla/weights/released.py):
+[C]'s README lists checkpoints (Zenodo record 10828670), but its evaluation mode crashes (``main.py``
+L957-963 pass the undeclared ``args.ewc_flag`` to ``valid``), so they cannot be re-scored with [C]
+itself. After ``mla convert-weights --kind released`` (read with ``torch.load(weights_only=True)``,
+every name and shape checked: mla/weights/released.py):
 
 1. build ``mla_released`` with the dataset's encoders from the config (their pre-trained ``weights``
    dropped: every parameter comes from the checkpoint), the modalities in [C]'s order (audio,
    video; text, image; audio, image, text), so that the fixed fusion is [C]'s 0.55/0.45 (text
-   first for Food-101/MVSA) or 0.35/0.25/0.40 (D12);
+   first for Food-101/MVSA; ``main.py`` L968) or 0.35/0.25/0.40 (L56-58);
 2. load the converted file strictly (:func:`mla.weights.load.load_method_state`);
-3. map the head's rows onto the store's classes: [C] indexes classes by sorted name (MLA.md 3.11.1,
-   E5), or ``released_checkpoints.<d>.classes`` names the rows; head row ``head_rows[k]`` scores the
+3. map the head's rows onto the store's classes: [C] indexes classes by sorted name
+   (``dataset/dataset.py`` L91, L160; OGM-GE's CREMA-D uses a fixed order instead), or
+   ``released_checkpoints.<d>.classes`` names the rows; head row ``head_rows[k]`` scores the
    store's class ``k`` (recorded in metrics.json). Our stores of CREMA-D, Food-101, MVSA and IEMOCAP
    sort the names as [C] does (mla/data/samples.py ``sorted_classes``), so the mapping is the identity
-   there; Kinetics-Sounds (no class names, D11) and the built-in datasets need ``classes``;
+   there; Kinetics-Sounds (OGM-GE's lists carry no class names) and the built-in datasets need ``classes``;
 4. score the WHOLE official test split of the feature store (list order, no dropped batch) with
    :func:`mla.evaluate.accuracies`: ``multi`` under both fusions of ``mla_released`` (``fixed``;
    ``dynamic`` = [C]'s batch-level entropy gate over blocks of ``eval_block`` = 64 consecutive test
-   examples, D3) and each modality through the shared head;
+   examples, ``main.py`` L65-106, L640-646) and each modality through the shared head;
 5. write ``<out>/metrics.json`` (byte-stable) and ``<out>/provenance.json`` (wall time, host).
 
 Inputs: the config's ``model.inputs`` for the dataset, through the training's own path
@@ -48,14 +50,14 @@ from mla.weights.load import load_method_state
 from mla.weights.released import ARCHITECTURES
 
 METHOD = "mla_released"
-C_DATASETS = ("cremad", "food101", "mvsa", "iemocap")  # the datasets [C] trains (MLA.md 3.2)
-SORTED_RULE = "[C]: position in the sorted class names (MLA.md 3.11.1, E5)"
+C_DATASETS = ("cremad", "food101", "mvsa", "iemocap")  # the datasets [C]'s README trains
+SORTED_RULE = "[C]: position in the sorted class names (dataset/dataset.py L91, L160)"
 # What each model.inputs value feeds (mla/batches.py), for metrics.json; [C]'s are pixels: imagenet, fbank: raw.
 INPUT_TEXT = {
     ("pixels", "imagenet"): "/255, then per channel minus ImageNet's mean (0.485, 0.456, 0.406) over its std "
-                            "(0.229, 0.224, 0.225), as [C]'s test transforms (MLA.md 3.11.2, 3.11.4)",
+                            "(0.229, 0.224, 0.225), as [C]'s test transforms (dataset/dataset.py L139, L418, L714)",
     ("pixels", "centred"): "/255, minus 0.5, over 0.25, every channel (ours; [C] uses ImageNet's mean/std)",
-    ("fbank", "raw"): "the stored Kaldi fbank as is, not normalised, as [C] (3.11.2, 3.11.5, D14)",
+    ("fbank", "raw"): "the stored Kaldi fbank as is, not normalised, as [C] (dataset/dataset.py L117, L789-790)",
     ("fbank", "standardised"): "fbank minus the training split's scalar mean, over its scalar std (ours; [C]: as is)",
 }
 KIND = {"image": "pixels", "video": "pixels", "audio": "fbank"}
@@ -205,8 +207,8 @@ def score(cfg: dict, dataset: str, checkpoint: str | Path, out: str | Path) -> d
         "test": plain, "fusion": fusion, "selected_fusion": method.options["fusion"],
         "fusion_rules": {
             "fixed": dict(zip(modalities, FIXED_WEIGHTS[len(modalities)])),
-            "dynamic": f"[C]'s batch-level entropy gate (D3): one weight per modality per block of {block} "
-                       f"consecutive test examples in list order",
+            "dynamic": f"[C]'s batch-level entropy gate (main.py L65-106): one weight per modality per block "
+                       f"of {block} consecutive test examples in list order",
         },
         "modalities": list(modalities), "options": dict(method.options), "eval_batch_size": bs,
         "classes": {"rule": rule, "checkpoint": ckpt_classes, "store": store_classes, "head_rows": rows,

@@ -491,11 +491,12 @@ def test_shipped_sources_pin_the_reference_commits():
     mla = repository(src, "mla")
     assert file_url(hosts, mla, src["split_lists"]["cremad"]["files"]["train"]["path"]) == (
         "https://raw.githubusercontent.com/Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation/"
-        "ab6c184579f9ff390e9c9b8216c9900c2a43545b/data/my_train_cre.txt")  # MLA.md §3.12's example
+        "ab6c184579f9ff390e9c9b8216c9900c2a43545b/data/my_train_cre.txt")  # the file's raw URL on GitHub
     assert repository(src, "ogm_ge")["commit"] == "343dc1d95c9bda88f105c0da8d24f185e0e98b54"
     files = [f for spec in src["split_lists"].values() for f in spec["files"].values()]
     assert len(files) == 17 and all(re.fullmatch(r"[0-9a-f]{64}", f["sha256"]) for f in files)
-    assert sum(f["records"] for f in files) == 124_580 + 3  # MLA.md: total wc -l, + 3 stat files without final newline
+    # `wc -l` over the 17 files at the pinned commits totals 124,580; 3 stat files lack a final newline
+    assert sum(f["records"] for f in files) == 124_580 + 3
     with pytest.raises(AcquireError, match="no commit is pinned"):
         repository(src, "cremad")
     assert resolve_hosts(src, "http://127.0.0.1:1/") == {"raw": "http://127.0.0.1:1/raw", "media": "http://127.0.0.1:1/media"}

@@ -32,7 +32,7 @@ from test_real_datasets import VOCAB as WORDS, write_jsonl, write_lines, write_v
 from test_weights import (D, M3AE_OPTS, VOCAB, c_port_m3ae, ogm_resnet18, ref_port_m3ae, ref_resnet18,
                           released_checkpoint)
 
-# [C]'s test transforms: ImageNet mean/std per channel after /255 (MLA.md 3.11.2, 3.11.4).
+# [C]'s test transforms: ImageNet mean/std per channel after /255 (dataset/dataset.py L139, L418, L714).
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 BLOCK, EVAL_BS = 8, 16  # mla_released eval_block and eval_batch_size (a multiple of it)
 WIDTH = 4               # tiny OGM-GE ResNet-18
@@ -174,7 +174,7 @@ def test_class_mapping_follows_the_sorted_rule_or_the_given_order():
     with pytest.raises(ValueError, match="not the feature store's"):
         class_mapping("mvsa", store, ["neutral", "positive", "angry"])
     with pytest.raises(ValueError, match=r"released_checkpoints\.ks\.classes"):
-        class_mapping("ks", [str(i) for i in range(31)])  # [C] has no Kinetics-Sounds classes (D11)
+        class_mapping("ks", [str(i) for i in range(31)])  # OGM-GE's KS lists name no classes
 
 
 def test_released_checkpoints_config_key():

@@ -290,7 +290,7 @@ def test_tiny_paper_encoders_forward_shapes():
     assert image(images).shape == (3, D) and cav(audio).shape == (3, D) and cav(audio[:, 0]).shape == (3, D)
     out = text(ids)
     assert out.shape == (3, D) and torch.isfinite(out).all()  # the all-[PAD] row attends to everything
-    assert not torch.allclose(out[0], valid(ids)[0])  # pool=all also averages the [PAD] positions (D18)
+    assert not torch.allclose(out[0], valid(ids)[0])  # pool=all also averages the [PAD] positions, as [C]
     with pytest.raises(ValueError, match="expected"):
         cav(audio[:, :, :8])
     with pytest.raises(ValueError, match="image or text"):

@@ -1,9 +1,9 @@
 """CREMA-D: the clips of MLA's official lists, from the public CREMA-D repository (Git LFS).
 
-The ids come from MLA's ``my_train_cre.txt`` and ``my_test_cre.txt`` (7,442 clips, MLA.md §3.11.2);
+The ids come from MLA's ``my_train_cre.txt`` and ``my_test_cre.txt`` (7,442 clips);
 each id gives ``AudioWAV/<id>.wav`` and ``VideoFlash/<id>.flv``, downloaded from GitHub's LFS media
 host at a pinned commit and verified against the LFS pointers of that commit (``mla.acquire.lfs``).
-MLA.md pins no CREMA-D commit, so ``commit`` is required (config or ``--commit``).
+Neither the MLA paper nor its code pins a CREMA-D commit, so ``commit`` is required (config or ``--commit``).
 """
 from __future__ import annotations
 

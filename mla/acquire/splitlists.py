@@ -1,4 +1,7 @@
-"""Parsers for the official split lists and class files, one per format (MLA.md §3.11, §3.12).
+"""Parsers for the official split lists and class files, one per format.
+
+The formats are those of the files in MLA's and OGM-GE's ``data/`` folders (``mla/acquire/sources.yaml``
+pins both repositories); MLA's loaders read its lists in ``dataset/dataset.py`` L61-89, L358-383, L660-684.
 
 Every parser returns ``[(sample id, label), ...]`` in file order (class files: the class names) and
 raises ``SplitFormatError`` whose message starts with ``<file>:<line>:`` on malformed input: a line

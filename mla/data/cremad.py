@@ -1,4 +1,4 @@
-"""CREMA-D (MLA.md 3.11.2): the repository's ``AudioWAV/<id>.wav`` and ``VideoFlash/<id>.flv``.
+"""CREMA-D: the repository's ``AudioWAV/<id>.wav`` and ``VideoFlash/<id>.flv`` (MLA's ``AVDataset``).
 
 Lists ``my_{train,test}_cre.txt`` (``<id>.flv <Label>``), classes ``stat_cre.txt`` sorted. The emotion
 code in the clip name (third ``_`` field) must agree with the list's label (the rule of

@@ -1,4 +1,4 @@
-"""UPMC Food-101 (MLA.md 3.11.4): ``images/{train,test}/<label>/<id>.jpg`` plus the MMBT-style jsonl
+"""UPMC Food-101 (MLA's ``M3AEDataset``): ``images/{train,test}/<label>/<id>.jpg`` plus the MMBT-style jsonl
 files (``mla.data.mmbt``); lists ``my_{train,test}_food.txt`` (``<id>.jpg <label>``), 101 classes sorted."""
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""IEMOCAP (MLA.md 3.11.5) from USC SAIL's ``IEMOCAP_full_release`` layout (``mla/acquire/sources.yaml``).
+"""IEMOCAP (MLA's ``Modal3Dataset``) from USC SAIL's ``IEMOCAP_full_release`` (``mla/acquire/sources.yaml``).
 
 Lists ``my_{train,test}_iemo.txt`` (``<utt>.mp4 [split|sign] <transcript> [split|sign] <Label>``), classes
 ``stat_iemo.txt`` sorted (0 Angry, 1 Happy, 2 Neutral, 3 Sad). For utterance ``Ses03M_script02_1_M002``
 (session 3, dialogue ``Ses03M_script02_1``):
 
 - audio: ``Session3/sentences/wav/Ses03M_script02_1/Ses03M_script02_1_M002.wav`` (16 kHz; [C] converts
-  its utterance mp4 to the same 16 kHz WAV), the Kaldi fbank of 3.11.2;
+  its utterance mp4 to the same 16 kHz WAV, ``data/mp4_to_wav.py`` L17), the Kaldi fbank of [C]
+  ``data/extract_fbank.py``;
 - image: one frame of the dialogue video ``Session3/dialog/avi/DivX/Ses03M_script02_1.avi``. [C] used the
   middle of the utterance's pre-cropped face frames; here the frame at the middle of the utterance's
   ``[start - end]`` interval in ``Session3/dialog/EmoEvaluation/Ses03M_script02_1.txt``, face-cropped
@@ -13,10 +14,10 @@ Lists ``my_{train,test}_iemo.txt`` (``<utt>.mp4 [split|sign] <transcript> [split
   utterance listed in the manifest; mla/features/face.py) and resized to 256 x 256. The dialogue
   videos show the two actors side by side (720 x 480); ``face.region: speaker`` (default) takes the
   left half when the utterance's speaker (``M`` of ``M002``) is the session's motion-capture actor
-  (``M`` of ``Ses03M``) and the right half otherwise. That side rule is not in MLA.md: it is what a
-  third-party IEMOCAP face-cropping script does, unverified here (no IEMOCAP copy); ``full``,
-  ``left`` or ``right`` override it;
-- text: the list's transcript, BERT WordPiece as in 3.11.4.
+  (``M`` of ``Ses03M``) and the right half otherwise. That side rule is not in [C] (its face crops come
+  from a tool it does not release): it is what a third-party IEMOCAP face-cropping script does,
+  unverified here (no IEMOCAP copy); ``full``, ``left`` or ``right`` override it;
+- text: the list's transcript, BERT WordPiece as [C] ``data/preprocess_iemo.py`` L30-41 tokenises it.
 
 The list's label is used. The emotion-merging rule is not in [C], so the manifest records how the list's
 labels relate to the EmoEvaluation categories (for example how many "Happy" were "exc").

@@ -1,4 +1,7 @@
-"""Kinetics-Sounds (MLA.md 3.11.3, D11): OGM-GE's 31-class lists over a user's Kinetics copy.
+"""Kinetics-Sounds: OGM-GE's 31-class lists over a user's Kinetics copy.
+
+MLA's code cannot run Kinetics-Sounds: it ships no list or class file for it, and ``main.py`` L493-495
+leaves its class count undefined; OGM-GE's lists are the nearest public ones.
 
 Lists ``KineticSound_my_{train,test}.txt`` (``<clip id>,10,<class index>``; no class names, so the
 class names are the indices "0" ... "30" and the index is the number itself). Each clip id names one
@@ -63,7 +66,7 @@ def resolve(lists: SplitLists, raw_dir: Path, opts: dict) -> Resolved:
                 raise SplitFormatError(f"{raw_dir}: clip {sid}.mp4 is ambiguous, found at {', '.join(hits[:5])}; keep one copy")
             path = raw_dir / hits[0] if hits else raw_dir / "**" / f"{sid}.mp4"
             samples[role].append(Sample(sid, int(label), {"audio": Input("track", path), "video": Input("frames", path)}))
-    notes = {"class_names": "indices only: OGM-GE's lists carry no class names (MLA.md 3.11.3)"}
+    notes = {"class_names": "indices only: OGM-GE's lists carry no class names (KineticSound/my_{train,test}.txt)"}
     if opts["allow_missing"] is not None:
         notes["allow_missing"] = {"sha256": sha256_file(opts["allow_missing"]), "listed": len(listing),
                                   "present_but_listed": present_but_listed}

@@ -1,4 +1,4 @@
-"""The image-text datasets' sources (MLA.md 3.11.4): MMBT-style ``train.jsonl``, ``dev.jsonl`` and
+"""The image-text datasets' sources: MMBT-style ``train.jsonl``, ``dev.jsonl`` and
 ``test.jsonl`` in the raw directory, one JSON object per line with ``text``, ``img`` (the image path,
 relative to the raw directory) and ``label``; ``data/gen_{food,mvsa}_txt.py`` made the lists from them
 (``img.split("/")[-1]`` and ``label``) and ``data/extract_token.py`` tokenised their ``text``.
@@ -39,7 +39,7 @@ def read_records(raw_dir: Path) -> dict[str, list[Record]]:
         path = raw_dir / name
         if not path.is_file():
             raise FileNotFoundError(f"missing {path}: the image-text datasets read MMBT-style "
-                                    f"{', '.join(JSONL)} (MLA.md 3.11.4)")
+                                    f"{', '.join(JSONL)} (as MLA's data/gen_{{food,mvsa}}_txt.py do)")
         for lineno, line in enumerate(read_lines(path), start=1):
             if not line.strip():
                 continue

@@ -1,4 +1,4 @@
-"""MVSA-Single (MLA.md 3.11.4): ``data/<id>.jpg`` plus the MMBT-style jsonl files (``mla.data.mmbt``);
+"""MVSA-Single (MLA's ``M3AEDataset``): ``data/<id>.jpg`` plus the MMBT-style jsonl files (``mla.data.mmbt``);
 lists ``my_{train,test}_mvsa.txt`` (``<id>.jpg <label>``), classes sorted: negative, neutral, positive.
 
 Label rule. MVSA-Single annotates text and image separately (``labelResultAll.txt``: ``ID<TAB>text,image``).

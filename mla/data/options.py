@@ -6,23 +6,28 @@ Config: ``prepare.<dataset>`` in the experiment config (every key optional), e.g
       food101: {text: {vocab: data/bert-base-uncased/vocab.txt}, workers: 4}
       ks: {allow_missing: data/raw/ks_unavailable.txt}
 
-| key | default | provenance (MLA.md) |
+| key | default | provenance ([C]: the released MLA code at commit ab6c184, lines below the table) |
 | --- | --- | --- |
-| audio.sample_rate | 16000 | CREMA-D/IEMOCAP WAVs are 16 kHz; ``mp4_to_wav.py`` converts to 16 kHz (3.11.2) |
-| audio.n_mels, n_frames | 128, 1024 | ``extract_fbank.py``: 128 bins, zero-padded or cut to 1024 frames (3.11.2) |
-| audio.frame_length_ms, frame_shift_ms | 25, 10 | Kaldi's default window; 10 ms shift (3.11.2) |
-| video.fps, n_frames | 1, 3 | first frame of every second; frames 0, n//3, 2(n//3) (3.11.2) |
-| video.size | 224 | test transform ``Resize((224, 224))`` (3.11.2) |
-| image.size | 256 | ``Resize(256) + CenterCrop(256)``; IEMOCAP faces 256 x 256 (3.11.4, 3.11.5) |
-| face.crop, face.region | haar, speaker | [C]'s cropper is not released (E7): OpenCV's Haar cascade, centre square where no face is found (listed), or ``center`` for the centre square always (mla/features/face.py); the speaker's half of the frame (mla/data/iemocap.py) |
-| text.vocab | none: required | bert-base-uncased ``vocab.txt`` (3.11.4); ``build``: a stand-in from the training split |
+| audio.sample_rate | 16000 | CREMA-D/IEMOCAP WAVs are 16 kHz; ``mp4_to_wav.py`` converts to 16 kHz (a) |
+| audio.n_mels, n_frames | 128, 1024 | ``extract_fbank.py``: 128 bins, zero-padded or cut to 1024 frames (b) |
+| audio.frame_length_ms, frame_shift_ms | 25, 10 | Kaldi's default window; 10 ms shift (b) |
+| video.fps, n_frames | 1, 3 | first frame of every second (c); frames 0, n//3, 2(n//3) (d) |
+| video.size | 224 | test transform ``Resize((224, 224))`` (d) |
+| image.size | 256 | ``Resize(256) + CenterCrop(256)`` (e); IEMOCAP faces 256 x 256 (f) |
+| face.crop, face.region | haar, speaker | [C]'s cropper is not released: OpenCV's Haar cascade, centre square where no face is found (listed), or ``center`` for the centre square always (mla/features/face.py); the speaker's half of the frame (mla/data/iemocap.py) |
+| text.vocab | none: required | bert-base-uncased ``vocab.txt`` (g); ``build``: a stand-in from the training split |
 | text.vocab_sha256 | none | optional: the vocabulary file's sha256; another file is an error (bert-base-uncased publishes none) |
-| text.max_len | 256 | padded or truncated to 256 (3.11.4) |
-| text.build_size, min_freq | 30522, 1 | only for ``vocab: build``; 30,522 = M3AE's text vocabulary (3.10) |
-| allow_missing (ks) | none | a file of clip ids excluded as unavailable (3.11.3; no other dataset may miss files) |
+| text.max_len | 256 | padded or truncated to 256 (g) |
+| text.build_size, min_freq | 30522, 1 | only for ``vocab: build``; 30,522 = M3AE's text vocabulary (h) |
+| allow_missing (ks) | none | a file of clip ids excluded as unavailable (no other dataset may miss files) |
 | shard_size | 256 | samples per shard file |
 | workers | 1 | decoding processes; the output does not depend on it |
 | verify_lists | true | split lists must match sources.yaml (sha256, records) and the class count the catalog |
+
+Lines in [C]: (a) ``data/mp4_to_wav.py`` L17; (b) ``data/extract_fbank.py`` L35-52; (c)
+``data/video_preprocessing.py`` L30-46; (d) ``dataset/dataset.py`` L136-147; (e) ``dataset/dataset.py``
+L413-420, L709-716; (f) ``data/preprocess_iemo.py`` L152; (g) ``data/extract_token.py`` L15, L38-45;
+(h) ``models/basic_model.py`` L164-165, L232-233.
 """
 from __future__ import annotations
 

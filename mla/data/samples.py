@@ -45,7 +45,10 @@ class Resolved:
 
 
 def sorted_classes(lists: SplitLists) -> tuple[list[str], dict[str, int]]:
-    """MLA's rule (3.11.1): the class index is the position in ``sorted(stat file lines)``."""
+    """MLA's rule: the class index is the position in ``sorted(stat file lines)``.
+
+    As [C]'s loaders index it (``dataset/dataset.py`` L91 and L160 for CREMA-D; the others alike).
+    """
     names = sorted(lists.classes)
     return names, {c: i for i, c in enumerate(names)}
 

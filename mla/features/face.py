@@ -1,7 +1,8 @@
-"""IEMOCAP's image: one face crop from the utterance's video frame (MLA.md 3.11.5).
+"""IEMOCAP's image: one face crop from the utterance's video frame.
 
-The released code used pre-cropped face images resized to 256 x 256 (bilinear) and shipped neither the
-cropping tool nor the crops (E7). Here the crop is computed from the frame, deterministically:
+The released code used pre-cropped face images resized to 256 x 256 (bilinear; ``data/preprocess_iemo.py``
+L138-152 reads them from a ``faces/`` folder) and shipped neither the cropping tool nor the crops. Here
+the crop is computed from the frame, deterministically:
 
 1. ``region``: the whole frame, or its ``left`` or ``right`` half (mla/data/iemocap.py picks the
    speaker's half).

@@ -27,9 +27,10 @@ def image_features(path: str | Path, cfg: dict) -> np.ndarray:
 
 
 def resize_center_crop(path: str | Path, size: int) -> np.ndarray:
-    """The released test transform of the image-text datasets (MLA.md 3.11.4): ``Resize(size, bicubic)``
-    (shorter side to ``size``, the longer one ``int(size * long / short)``, as torchvision computes it)
-    then ``CenterCrop(size)`` (offsets ``int(round((extent - size) / 2))``). uint8 ``(3, size, size)``.
+    """The released test transform of the image-text datasets ([C] ``dataset/dataset.py`` L413-420):
+    ``Resize(size, bicubic)`` (shorter side to ``size``, the longer one ``int(size * long / short)``, as
+    torchvision computes it) then ``CenterCrop(size)`` (offsets ``int(round((extent - size) / 2))``).
+    uint8 ``(3, size, size)``.
 
     Images are converted to RGB ([C] opens them without conversion, which fails on grey-scale or CMYK
     files); EXIF orientation is ignored, as PIL and torchvision do by default. Errors name the file.

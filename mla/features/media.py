@@ -1,6 +1,6 @@
 """Decode real video containers with PyAV: frames kept at 1 fps, one frame at a time stamp, the audio track.
 
-These follow the released preprocessing (MLA.md 3.11): OpenCV reads every frame and keeps the first of
+These follow the released preprocessing: OpenCV reads every frame and keeps the first of
 every second (``data/video_preprocessing.py``); the WAV conversion is ffmpeg's 16 kHz pcm_s16le
 (``data/mp4_to_wav.py``), here the same libswresample conversion through PyAV. Every error names the file.
 """

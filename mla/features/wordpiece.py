@@ -1,7 +1,7 @@
 """BERT WordPiece tokenisation in pure Python, as the released code's ``data/extract_token.py`` uses it.
 
 [C] calls ``bert-base-uncased`` with ``add_special_tokens=False`` and pads or truncates to 256 ids
-(MLA.md 3.11.4): no [CLS]/[SEP], padding id 0 ([PAD]), so the padding mask is ``ids == 0``.
+(``data/extract_token.py`` L15, L38-45): no [CLS]/[SEP], padding id 0 ([PAD]), so the padding mask is ``ids == 0``.
 This module reimplements the two stages of BERT's (uncased) tokenizer:
 
 1. basic tokenisation: drop NUL, U+FFFD and control characters, map whitespace to spaces, put spaces
@@ -102,9 +102,9 @@ class WordPiece:
         path = Path(path)
         if not path.is_file():
             raise VocabError(
-                f"missing WordPiece vocabulary {path}: the paper tokenises text with bert-base-uncased "
-                "(MLA.md 3.11.4); give its vocab.txt (30,522 lines), or 'build' to build a stand-in "
-                "vocabulary from the training split")
+                f"missing WordPiece vocabulary {path}: the released MLA code tokenises text with "
+                "bert-base-uncased (its data/extract_token.py); give its vocab.txt (30,522 lines), or 'build' "
+                "to build a stand-in vocabulary from the training split")
         try:
             lines = path.read_bytes().decode("utf-8").split("\n")
         except UnicodeDecodeError as exc:

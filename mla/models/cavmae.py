@@ -1,7 +1,7 @@
 """CAV-MAE's audio branch (Gong et al., ICLR 2023), as the released MLA code uses it for IEMOCAP.
 
-What [C] takes from CAV-MAE (reference MLA.md §3.10; [C] ``models/cav_mae.py`` ``CAVMAEFT`` and
-``Modal3Classifier``): ``forward_feat(audio, None, "a")`` of the fine-tuning model, i.e.
+What [C] takes from CAV-MAE ([C] ``models/cav_mae.py`` ``CAVMAEFT``, used by ``models/basic_model.py``
+``Modal3Classifier`` L231, L261, L265): ``forward_feat(audio, None, "a")`` of the fine-tuning model, i.e.
 
     fbank (B, 1024 frames, 128 mel) -> (B, 1, 128, 1024) -> Conv2d(1, 768, 16, stride 16)
     -> 8 × 64 = 512 patch tokens (row-major: mel band, then time) + pos_embed_a + modality_a
@@ -12,10 +12,11 @@ What [C] takes from CAV-MAE (reference MLA.md §3.10; [C] ``models/cav_mae.py`` 
 Blocks are timm 0.4.5 ViT blocks (``attn.qkv`` with bias, ``attn.proj``, ``mlp.fc1``/``fc2``,
 exact GELU, ``nn.LayerNorm`` eps 1e-5). No [CLS] token. ``pos_embed_a`` is a trainable parameter
 (``CAVMAEFT``'s ``tr_pos=True``), initialised to the 2-D sin-cos table; the encoder is fine-tuned
-end to end (§3.4). Parameter names are CAV-MAE's (YuanGongND/cav-mae ``src/models/cav_mae.py``),
-restricted to the audio path: the visual branch, the unused norms of each block
-(``norm1_a``/``norm1_v`` of ``blocks_a``, ``norm1``/``norm1_v`` of ``blocks_u``, ...), ``norm``,
-``norm_v``, the decoder and ``mlp_head`` are not built (``mla.weights`` drops them on conversion).
+end to end ([C] ``main.py`` L749: SGD over ``model.parameters()``). Parameter names are CAV-MAE's
+(YuanGongND/cav-mae ``src/models/cav_mae.py``), restricted to the audio path: the visual branch, the
+unused norms of each block (``norm1_a``/``norm1_v`` of ``blocks_a``, ``norm1``/``norm1_v`` of
+``blocks_u``, ...), ``norm``, ``norm_v``, the decoder and ``mlp_head`` are not built (``mla.weights``
+drops them on conversion).
 
 Input here: our audio features (B, 1, frames, mel) or (B, frames, mel); their frame count and
 mel count must be the configured ``n_frames`` / ``n_mels`` (1024 / 128 in the paper), because

@@ -1,8 +1,8 @@
 """M3AE encoders for images and text (Geng et al. 2022), as the released MLA code uses them.
 
-What [C] takes from M3AE (reference MLA.md §3.10; [C] ``models/m3ae.py`` and
-``models/basic_model.py``): one whole M3AE-**base** *encoder* per modality (width 768, 12 pre-LN
-blocks, 12 heads, MLP ratio 4; the decoder is never built), run on ONE modality:
+What [C] takes from M3AE ([C] ``models/m3ae.py`` and ``models/basic_model.py`` L164-194, L232-267):
+one whole M3AE-**base** *encoder* per modality (width 768, 12 pre-LN blocks, 12 heads, MLP ratio 4;
+the decoder is never built), run on ONE modality:
 
 - image: [CLS] + 256 patches of 16×16×3 (a 256×256 image), each patch vector flattened in
   (channel, row, column) order (``einops 'b c (h p1) (w p2) -> b (h w) (c p1 p2)'``), through
@@ -10,9 +10,10 @@ blocks, 12 heads, MLP ratio 4; the decoder is never built), run on ONE modality:
 - text: [CLS] + token embeddings (BERT vocabulary, 30522) plus the 1-D sin-cos position and the text
   type embedding; [PAD] keys (id 0) are masked in attention. A text that is all [PAD] (a missing
   text, zeroed as [C] zeroes it together with its padding mask) attends to every position, as in [C];
-- features: the mean over ALL output tokens, CLS and [PAD] positions included (``pool: all``, D18);
+- features: the mean over ALL output tokens, CLS and [PAD] positions included (``pool: all``;
+  [C] ``models/basic_model.py`` L193-194, L265-267);
   ``pool: valid`` averages CLS and real tokens only;
-- fine-tuned end to end: [C]'s SGD optimiser takes every parameter (§3.4).
+- fine-tuned end to end: [C]'s SGD optimiser takes every parameter (``main.py`` L749).
 
 Parameter names are those of [C]'s PyTorch port (so its converted ``m3ae_base.pth`` and the
 released MLA checkpoints map one to one): ``cls_token``, ``image_embedding``, ``text_embedding``,

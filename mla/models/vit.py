@@ -89,7 +89,8 @@ def init_vit_(module: nn.Module) -> None:
 
 
 def pool_tokens(x: torch.Tensor, pool: str, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, N, D) -> (B, D): ``all`` = mean over every token ([C], D18); ``valid`` = mean over kept tokens."""
+    """(B, N, D) -> (B, D): ``all`` = mean over every token ([C] ``models/basic_model.py`` L193-194);
+    ``valid`` = mean over kept tokens."""
     if pool == "all" or keep is None:
         return x.mean(1)
     w = keep.unsqueeze(-1).to(x.dtype)

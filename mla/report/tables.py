@@ -20,7 +20,7 @@ NOT_REPRODUCED = "not reproduced"   # a method of the paper this pipeline does n
 NOT_RUN = "not run"                 # implemented, but no job for this dataset (modality count)
 NOT_EVALUATED = "not evaluated"     # the job that would give the number is not in the grid
 NA = "—"                            # the cell has no meaning (e.g. "alone" x multi)
-FLAG_POINTS = 1.5                   # DESIGN §5: flag real-data cells this far from the paper
+FLAG_POINTS = 1.5                   # our choice: flag real-data cells this far from the paper (docs/paper-grid.md)
 
 PAPER_NAMES = {
     "cremad": "CREMA-D",

@@ -1,9 +1,10 @@
 """Loading converted weights (``python -m mla convert-weights`` output) into our modules.
 
 Only ``torch.load(weights_only=True)`` files of plain tensors are read. Unlike [C]'s non-strict
-``load_state_dict`` from placeholder paths (D14), every parameter and buffer the module has must
-be in the file with its shape, and every entry of the file must be used (or be one the module
-declares as another modality's, ``foreign_weights``); errors name the file and the entry.
+``load_state_dict`` from placeholder paths (``models/basic_model.py`` L166-173, L234-242), every
+parameter and buffer the module has must be in the file with its shape, and every entry of the file
+must be used (or be one the module declares as another modality's, ``foreign_weights``); errors name
+the file and the entry.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from the keys (``module.`` stripped) and mapped to our names:
 - AVClassifier (CREMA-D): ``audio_net.*`` -> ``encoders.audio.*``, ``visual_net.*`` ->
   ``encoders.video.*`` (``resnet18``, width 64, stem ``imagenet``);
 - M3AEClassifier (Food-101, MVSA): ``mae_a.*`` -> ``encoders.text.*`` (``mae_a`` is the TEXT
-  encoder, §3.5), ``mae_v.*`` -> ``encoders.image.*`` (``m3ae``, 768 / 12 / 12);
+  encoder: ``models/basic_model.py`` L190), ``mae_v.*`` -> ``encoders.image.*`` (``m3ae``, 768 / 12 / 12);
 - Modal3Classifier (IEMOCAP): ``mae_a.*`` -> ``encoders.audio.*`` (``cavmae_audio``),
   ``mae_v.*`` -> ``encoders.image.*``, ``mae_t.*`` -> ``encoders.text.*`` (``m3ae``);
 - all: ``fusion_module.fc_out.{weight,bias}`` -> ``head.{weight,bias}`` (the shared head).
@@ -20,7 +20,8 @@ names are kept (our modules use [C]'s names); the other modality's input layers 
 CAV-MAE's visual branch and unused norms are dropped (listed in the report). Only MLA checkpoints
 (``--gs_flag``: one shared ``fc_out`` over ONE modality's features) are accepted; a concat head
 over all modalities' features is an error. [C]'s ``large`` path (CAV-MAE audio + visual) has no
-encoder here (and is broken in [C], D8).
+encoder here (and is broken in [C]: ``CAVDataset`` returns 3 items, ``dataset/dataset.py`` L325,
+where the training loop unpacks 4, ``main.py`` L159).
 
 Our method state dict additionally holds ``mla``'s buffers (``P``, ``step``, ...); the output has
 the encoders and the head only, so load it with :func:`mla.weights.load.load_method_state`.
@@ -57,7 +58,7 @@ def detect(sd: dict[str, Any], source: str) -> str:
         return "it_m3ae"
     if "mae_v.patch_embed_v.proj.weight" in sd:
         raise ConversionError(f"{source}: a CAVClassifier ([C] --lorb large) checkpoint; its CAV-MAE visual "
-                              f"branch has no encoder here (the path is broken in [C], D8)")
+                              f"branch has no encoder here (and [C]'s training loop cannot run that path)")
     raise ConversionError(f"{source}: not an MLA checkpoint of [C] (no audio_net/visual_net or mae_a/mae_v keys)")
 
 

@@ -1,9 +1,10 @@
-# The authors' released MLA checkpoints (config key released_checkpoints; README "Scoring the
-# authors' checkpoints"): each listed file is converted by the safe path (`mla convert-weights
+# The authors' released MLA checkpoints (config key released_checkpoints; docs/paper-grid.md "Scoring
+# the authors' checkpoints"): each listed file is converted by the safe path (`mla convert-weights
 # --kind released`: torch.load(weights_only=True), every name and shape checked) into
 # data/weights/released/<dataset>.pt, then scored on the dataset's official test split with our
 # evaluation into results/<name>/released_checkpoints/<dataset>/ ([C]'s own evaluation mode
-# crashes, D9). With the key empty (the default) there is nothing here to run.
+# crashes: its main.py L957-963 pass the undeclared args.ewc_flag). With the key empty (the default)
+# there is nothing here to run.
 
 RELEASED = sorted(real_paths.released_checkpoints(CFG))
 RELEASED_FILES = [f"{real_paths.released_scores_dir(RES, d)}/metrics.json" for d in RELEASED]
