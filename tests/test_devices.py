@@ -101,7 +101,7 @@ def test_bf16_channels_last_steps_on_cpu(name):
     for batch in list(method.epoch_batches(data, 16, gen))[:3]:
         with place.autocast():
             losses.append(method.train_step(batch, opt))
-    assert len(losses) >= 2 and all(math.isfinite(v) for v in losses)
+    assert losses and all(math.isfinite(v) for v in losses)  # full-batch methods (cpm_net) take one step
     method.eval()
     with torch.no_grad(), place.autocast():
         out = method.predict(data.batch(torch.arange(8)))

@@ -190,4 +190,5 @@ def test_method_file_catalog_literal_agrees_with_the_catalog(name):
     info = catalog.method_info(name)
     assert tuple(literal["modality_counts"]) == info.modality_counts
     assert literal["reuses"] == info.reuses and literal["frozen_features"] is info.frozen_features is True
-    assert literal["options"] == METHODS.get(name).defaults
+    assert catalog.option_defaults(literal) == METHODS.get(name).defaults == catalog.option_defaults(
+        {"options": info.options})

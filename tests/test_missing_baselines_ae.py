@@ -3,7 +3,6 @@ pieces (``mla/methods/autoencoders.py``): each defining computation against hand
 tiny inputs, and the treatment of absent modalities (never read, never a target)."""
 from __future__ import annotations
 
-import ast
 import math
 from pathlib import Path
 
@@ -390,19 +389,6 @@ def test_per_modality_prediction_feeds_that_modality_alone(name):
 
 # --- options and catalog ------------------------------------------------------------------------
 @pytest.mark.parametrize("name", METHODS)
-def test_catalog_is_a_torch_free_literal_matching_the_defaults(name):
-    path = Path(__file__).resolve().parents[1] / "mla" / "methods" / f"{name}.py"
-    tree = ast.parse(path.read_text())
-    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "CATALOG")
-    catalog = ast.literal_eval(node.value)
-    assert catalog["modality_counts"] == (2, 3) and catalog["reuses"] == "unimodal" and catalog["frozen_features"]
-    meth = build(name)
-    assert meth.options == catalog["options"] == type(meth).defaults
-    for option, choices in catalog["choices"].items():
-        assert catalog["options"][option] in choices
-
-
-@pytest.mark.parametrize("name", METHODS)
 def test_bad_options_name_the_setting(name):
     with pytest.raises(ValueError, match=rf"method_options\.{name}\.train_keep"):
         build(name, train_keep="all")
@@ -421,4 +407,7 @@ def test_config_blocks_are_valid_options(config):
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / config).read_text())
     for name in METHODS:
         meth = build(name, **raw["method_options"][name])
-        assert meth.options == type(meth).defaults  # the configs run the sources' settings
+        # the configs run the sources' settings, except pretraining on every sample ([ours]: at eta 0.7
+        # released masking leaves no complete training sample)
+        differ = {k for k in meth.options if meth.options[k] != type(meth).defaults[k]}
+        assert differ <= {"pretrain_on"} and meth.options.get("pretrain_on", "all") == "all"

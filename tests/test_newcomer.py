@@ -62,7 +62,7 @@ def test_overlays_settings_and_overrides_compose(tmp_path):
     # merged: the overlay's one key and the override's, the rest from config/config.yaml
     assert cfg["training"] == {**yaml.safe_load(CONFIG.read_text())["training"], "epochs": 1, "batch_size": 8}
     assert cfg["missing"]["rates"] == [0.5]  # Snakemake's --config hands nested scalars over as strings
-    assert cfg["missing"]["methods"] == ["late_fusion", "qmf", "mla"]
+    assert cfg["missing"]["methods"] == config.read_file(config.DEFAULT_CONFIG)["missing"]["methods"]  # untouched
     # a complete config stands alone: nothing of config/config.yaml leaks into the paper's grid
     paper = config.compose([ROOT / "config" / "paper.yaml"])
     assert paper["data"] == {} and paper["model"]["encoders"] == {}
@@ -208,7 +208,7 @@ def test_a_finished_job_drops_stale_seeds_and_writes_its_marker_last(tmp_path):
     job = grid.Job("train", "builtin_it", "concat", "concat", (0, 2), str(tmp_path / "concat"))
     for s in (0, 1, 2, 7):
         (tmp_path / "concat" / f"seed{s}").mkdir(parents=True)
-    mark_complete(job)
+    mark_complete(job, root=tmp_path)  # deletes stay inside their root (results/ in a real run)
     assert sorted(p.name for p in (tmp_path / "concat").iterdir()) == [grid.COMPLETE, "seed0", "seed2"]
     assert json.loads(Path(job.marker).read_text()) == {"job": "train/builtin_it/concat", "seeds": [0, 2]}
 
@@ -219,16 +219,19 @@ def test_config_settings_and_overlays_change_the_planned_jobs_and_their_settings
     out = snakemake("-n", "-F", "-p", "all", "--config", "seeds=[0]", "datasets=[builtin_ait]",
                     "ablation={datasets: [builtin_ait]}", "analysis={datasets: [builtin_ait]}")
     assert out.returncode == 0, out.stderr[-3000:]
-    # builtin_ait: 3 unimodal + 9 other methods; missing: (3 unimodal + late_fusion, qmf, mla) x 3 rates
-    assert job_counts(out.stdout) == {"generate_builtin": 1, "features_builtin": 1, "train": 12, "train_missing": 18,
-                                      "train_ablation": 1, "analyze": 1, "report": 1, "all": 1, "total": 36}
+    # builtin_ait: 3 unimodal + 9 other methods; missing: (3 unimodal + the missing methods) x the rates
+    default = config.read_file(config.DEFAULT_CONFIG)["missing"]
+    n_missing = (3 + len(default["methods"])) * len(default["rates"])
+    assert job_counts(out.stdout) == {"generate_builtin": 1, "features_builtin": 1, "train": 12,
+                                      "train_missing": n_missing, "train_ablation": 1, "analyze": 1, "report": 1,
+                                      "all": 1, "total": 18 + n_missing}
     cfg = job_config(out.stdout)
     assert (cfg["seeds"], cfg["datasets"], cfg["analysis"]["methods"]) == ([0], ["builtin_ait"], ["concat", "mla"])
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text("training: {epochs: 1}\nmissing: {rates: [0.5]}\n")
     out = snakemake("-n", "-F", "-p", "all", "--configfile", str(overlay))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert job_counts(out.stdout)["train_missing"] == 6  # one rate x (3 unimodal, late_fusion, qmf, mla)
+    assert job_counts(out.stdout)["train_missing"] == 3 + len(default["methods"])  # one rate
     cfg = job_config(out.stdout)
     assert cfg["training"]["epochs"] == 1 and cfg["training"]["batch_size"] == 64 and cfg["missing"]["rates"] == [0.5]
 

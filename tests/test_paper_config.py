@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from mla import catalog, cli, config, grid, real_paths
+from mla.report import tables
 from mla.acquire.errors import AcquireError, LayoutError
 from mla.acquire.manifest import load_manifest
 from mla.acquire.sources import load_sources
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config" / "paper.yaml"
 BUILTIN = ROOT / "config" / "config.yaml"
 REAL = ["cremad", "ks", "food101", "mvsa", "iemocap"]
-TAGS = ("[P]", "[C]", "[DGL]", "[OGM]", "[ours]", "EDIT")
+TAGS = ("[P]", "[C]", "[DGL]", "[OGM]", "[GCNet", "[MMIN", "[IF-MMIN", "[TATE", "[ours]", "EDIT")
 
 
 def load(*overrides: str) -> dict:
@@ -50,15 +51,15 @@ def test_paper_grid_is_the_papers():
     assert cfg["name"] == "paper" and cfg["seeds"] == [0, 1, 2]
     assert cfg["datasets"] == REAL
     assert set(catalog.PAPER_METHODS) | {"unimodal", "mla_released"} == set(cfg["methods"])
-    assert cfg["missing"]["datasets"] == ["iemocap"] and cfg["missing"]["methods"] == ["late_fusion", "qmf", "cca", "dcca",
-                                                                                       "dccae", "mla"]
+    assert cfg["missing"]["datasets"] == ["iemocap"]
+    assert cfg["missing"]["methods"] == list(tables.load_paper()["table2"])  # the paper's twelve rows, in its order
     assert cfg["missing"]["rates"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
     assert cfg["ablation"]["datasets"] == REAL and cfg["ablation"]["variants"] == {"nohgm": {"hgm": False}}
     assert cfg["analysis"]["datasets"] == ["food101"] and cfg["analysis"]["methods"] == ["concat", "mla"]
     jobs = grid.jobs(cfg)
     by_phase = {p: sum(j.phase == p for j in jobs) for p in grid.PHASES}
-    # train: 9 methods + one unimodal per modality; missing: (3 unimodal + 6) x 7 rates; ablation: 5
-    assert by_phase == {"train": 4 * (9 + 2) + (9 + 3), "missing": 9 * 7, "ablation": 5}
+    # train: 9 methods + one unimodal per modality; missing: (3 unimodal + 12) x 7 rates; ablation: 5
+    assert by_phase == {"train": 4 * (9 + 2) + (9 + 3), "missing": 15 * 7, "ablation": 5}
     for j in jobs:  # the frozen-feature baselines train on the same rate's three unimodal runs
         if catalog.method_info(j.method).frozen_features:
             assert sorted(j.needs) == [f"missing/iemocap/unimodal-{m}-{j.tag.rsplit('-', 1)[1]}"
@@ -298,8 +299,8 @@ def test_paper_dag_builds_without_data_and_without_torch():
     assert out.returncode == 0, out.stderr[-3000:]
     counts = _job_counts(out.stdout + out.stderr)
     assert counts == {"split_lists": 5, "download_raw": 1, "verify_raw": 4, "prepare": 5, "convert_weights": 2,
-                      "train": 56, "train_missing": 63, "train_ablation": 5, "analyze": 1, "report": 1, "all": 1,
-                      "total": 144}, counts
+                      "train": 56, "train_missing": 105, "train_ablation": 5, "analyze": 1, "report": 1, "all": 1,
+                      "total": 186}, counts
     probe = ("import sys; from mla import config, grid, real_paths; c = config.load('config/paper.yaml'); "
              "grid.jobs(c); real_paths.data_outputs(c); [real_paths.prepare_module_file(d) for d in c['datasets']]; "
              "print('torch' in sys.modules)")

@@ -1,6 +1,6 @@
 """``cca``: classical canonical correlation analysis + a linear SVM (Hotelling 1936), Table 2's CCA row.
 
-As GCNet runs it (github zeroQiaoba/GCNet at c2dfd3b, ``baseline-cca/cca.py``; GCNet's paper,
+As GCNet runs it (github zeroQiaoba/GCNet at 8cce4a0, ``baseline-cca/cca.py``; GCNet's paper,
 Lian et al., TPAMI 2023, §5 lists it among the baselines, and the MLA paper's §4.2.1 follows GCNet):
 
 - one regularised CCA per modality pair (``cca.py`` L17-59; three pairs (0,1), (0,2), (1,2) for

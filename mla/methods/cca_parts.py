@@ -2,7 +2,7 @@
 the linear SVM on the learned components, and how absent modalities enter them.
 
 Sources (read for facts, nothing copied): GCNet (Lian et al., TPAMI 2023), github zeroQiaoba/GCNet
-at commit c2dfd3b7ab6322a47f39e568692374457c43af12, folder ``baseline-cca/``: ``cca.py`` L17-59
+at commit 8cce4a0c9a50172abfa79971e77c71c40c1d733d, folder ``baseline-cca/``: ``cca.py`` L17-59
 (regularised CCA by whitening + SVD), ``dcca.py`` L41-99 (the DCCA loss, a port of
 Michaelvll/DeepCCA), ``util.py`` L124-153 (``padmeanV1``: an absent feature is replaced by the mean
 of the present ones) and ``cca.py`` L167 (``LinearSVC(C=0.01, dual=False)`` on the components).

@@ -2,7 +2,7 @@
 
 Andrew et al. 2013, section "Deep CCA": one network per view, trained to maximise the total correlation of their
 outputs, the sum of the top-k canonical correlations ``Σ σ_i(Σ11^-1/2 Σ12 Σ22^-1/2)`` with the
-covariances regularised by ``r1 I``, ``r2 I``. As GCNet runs it (github zeroQiaoba/GCNet at c2dfd3b,
+covariances regularised by ``r1 I``, ``r2 I``. As GCNet runs it (github zeroQiaoba/GCNet at 8cce4a0,
 ``baseline-cca/dcca.py``, a port of Michaelvll/DeepCCA):
 
 - per modality an MLP ``[s, hidden, hidden, hidden, n_components]`` with BatchNorm and ReLU

@@ -3,7 +3,7 @@
 Wang et al. 2015, the DCCAE objective: DCCA's correlation of the encoders' outputs plus, per view, the
 reconstruction error of a decoder from its encoder's output, weighted by λ:
 ``min -corr(f(X), g(Y)) + λ/N Σ (||x - p(f(x))||² + ||y - q(g(y))||²)``. As GCNet runs it
-(github zeroQiaoba/GCNet at c2dfd3b, ``baseline-cca/dccae.py``): everything of ``dcca`` (encoder
+(github zeroQiaoba/GCNet at 8cce4a0, ``baseline-cca/dccae.py``): everything of ``dcca`` (encoder
 MLPs, pairwise loss, SVM), plus per modality a decoder MLP with the encoder's sizes reversed
 (L128-135), the reconstruction error ``F.mse_loss`` (mean over elements, L48-50) and
 ``λ = 0.001`` on the sum over modalities (L294).
