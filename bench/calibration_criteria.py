@@ -16,7 +16,8 @@ PASS/FAIL per criterion, and the settings it ran. The criteria (docs/benchmark.m
 
 Finished runs are kept in a JSON-lines cache keyed by everything that determines them (the
 feature store's manifest, the resolved config minus bookkeeping keys, the job and the seed), so
-a later call with more methods or seeds only trains what is new:
+a later call with more methods or seeds only trains what is new (the selected states of the
+per-modality runs, which late fusion assembles, are kept in ``<cache>.states/``):
 
     uv run python bench/calibration_criteria.py --datasets builtin_av --methods unimodal concat \\
         --seeds 0 1 2 [--set training.epochs=12 ...] [--cache bench/calibration_runs.jsonl]
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mla import catalog, config, grid
 from mla.evaluate import accuracies, split_metrics
@@ -120,6 +122,7 @@ def late_fusion_record(cfg: dict, job: grid.Job, ds, seed: int, states: dict[str
 def collect(cfg: dict, datasets: list[str], methods: list[str], seeds: list[int], cache_path: Path) -> list[dict]:
     """Every requested run's record, trained now or read from the cache (new ones appended to it)."""
     cache = load_cache(cache_path)
+    states_dir = cache_path.with_name(cache_path.name + ".states")
     out = []
     with cache_path.open("a") as sink:
         for d in datasets:
@@ -132,12 +135,17 @@ def collect(cfg: dict, datasets: list[str], methods: list[str], seeds: list[int]
                     if key not in cache:
                         if catalog.method_info(job.method).reuses:
                             states = {}
-                            for dep in job.needs:  # the branches' states are not cached: train them again
+                            for dep in job.needs:  # the branches' selected states, kept beside the cache
                                 part = by_id[dep]
-                                states[part.modality] = trained_record(cfg, part, ds, seed)[1]
+                                kept = states_dir / f"{run_key(cfg, part, seed)}.pt"
+                                states[part.modality] = (torch.load(kept, weights_only=True) if kept.exists()
+                                                         else trained_record(cfg, part, ds, seed)[1])
                             record = late_fusion_record(cfg, job, ds, seed, states)
                         else:
-                            record = trained_record(cfg, job, ds, seed)[0]
+                            record, state = trained_record(cfg, job, ds, seed)
+                            if job.modality:  # a branch late fusion may assemble later
+                                states_dir.mkdir(parents=True, exist_ok=True)
+                                torch.save(state, states_dir / f"{key}.pt")
                         cache[key] = {"key": key, **record}
                         sink.write(json.dumps(cache[key], sort_keys=True) + "\n")
                         sink.flush()
@@ -227,7 +235,8 @@ def main() -> None:
     datasets = args.datasets or cfg["datasets"]
     methods = args.methods or cfg["methods"]
     seeds = args.seeds or cfg["seeds"]
-    cfg = config.load(args.config, args.set + [f"seeds={seeds}", f"methods={methods}", f"datasets={datasets}"])
+    cfg = config.load(args.config, args.set + [f"seeds={seeds}", f"methods={methods}", f"datasets={datasets}",
+                                               "analysis.datasets=[]", "missing.datasets=[]", "ablation.datasets=[]"])
     set_threads(cfg["threads"])
     print(settings(cfg, datasets, seeds), flush=True)
     records = collect(cfg, datasets, methods, seeds, args.cache)
