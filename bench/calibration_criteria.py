@@ -20,7 +20,7 @@ a later call with more methods or seeds only trains what is new (the selected st
 per-modality runs, which late fusion assembles, are kept in ``<cache>.states/``):
 
     uv run python bench/calibration_criteria.py --datasets builtin_av --methods unimodal concat \\
-        --seeds 0 1 2 [--set training.epochs=12 ...] [--cache bench/calibration_runs.jsonl]
+        --seeds 0 1 2 [--set training.epochs=12 ...] [--cache work/calibration/runs.jsonl]
 
 Needs the datasets' feature stores (``snakemake --cores 2 phase_data``). Calibrate on the
 joint-vs-alone and convergence results only, never on MLA's results.
@@ -122,6 +122,7 @@ def late_fusion_record(cfg: dict, job: grid.Job, ds, seed: int, states: dict[str
 def collect(cfg: dict, datasets: list[str], methods: list[str], seeds: list[int], cache_path: Path) -> list[dict]:
     """Every requested run's record, trained now or read from the cache (new ones appended to it)."""
     cache = load_cache(cache_path)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
     states_dir = cache_path.with_name(cache_path.name + ".states")
     out = []
     with cache_path.open("a") as sink:
@@ -229,7 +230,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=None, help="default: the config's methods")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's seeds")
     ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
-    ap.add_argument("--cache", type=Path, default=Path("bench/calibration_runs.jsonl"))
+    ap.add_argument("--cache", type=Path, default=Path("work/calibration/runs.jsonl"), help="run records (git-ignored)")
     args = ap.parse_args()
     cfg = config.load(args.config, args.set)
     datasets = args.datasets or cfg["datasets"]
