@@ -149,14 +149,32 @@ def build_method(cfg: dict, job: grid.Job, ds: DatasetArrays, modalities: tuple[
 
 
 def build_optimizer(cfg: dict, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """SGD (or Adam) over all parameters, and the per-epoch schedule."""
-    o, s = cfg["training"]["optimizer"], cfg["training"]["scheduler"]
+    """SGD (or Adam) over all parameters, and the per-epoch schedule (stepped after each epoch).
+
+    ``scheduler.name``: ``none`` (constant lr); ``step`` (lr times ``gamma`` every ``step_size``
+    epochs); ``cosine`` (epoch e = 1..E trains at lr * (1 + cos(pi (e-1) / E)) / 2, so the rate
+    anneals within the run towards 0, which the step after the last epoch would reach).
+    """
+    tr = cfg["training"]
+    o, s = tr["optimizer"], tr["scheduler"]
     if o["name"] == "sgd":
         opt = torch.optim.SGD(params, lr=o["lr"], momentum=o.get("momentum", 0.0), weight_decay=o.get("weight_decay", 0.0))
     else:
         opt = torch.optim.Adam(params, lr=o["lr"], weight_decay=o.get("weight_decay", 0.0))
-    sched = torch.optim.lr_scheduler.StepLR(opt, s["step_size"], s["gamma"]) if s["name"] == "step" else None
-    return opt, sched
+    if s["name"] == "none":
+        return opt, None
+    if s["name"] == "step":
+        missing = [k for k in ("step_size", "gamma") if k not in s]
+        if missing:
+            raise ValueError(f"training.scheduler: name step needs {' and '.join(missing)} "
+                             "(e.g. {name: step, step_size: 70, gamma: 0.1})")
+        return opt, torch.optim.lr_scheduler.StepLR(opt, s["step_size"], s["gamma"])
+    if s["name"] == "cosine":
+        extra = sorted(k for k in s if k != "name")
+        if extra:  # a step_size/gamma left from a step schedule would be silently ignored
+            raise ValueError(f"training.scheduler: name cosine takes no {', '.join(extra)} (anneals over training.epochs)")
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tr["epochs"], eta_min=0.0)
+    raise ValueError(f"training.scheduler.name {s['name']!r}: expected none, step or cosine")
 
 
 @dataclass
