@@ -527,3 +527,19 @@ def test_qmf_history_sized_by_epoch_and_grows():
     assert (m.history[:, 11:] > 0).all() and (m.history[:, 10] == 0).all()
     with pytest.raises(ValueError, match="unknown option.*lamb"):
         linear_method("qmf", lamb=0.1)
+
+
+def test_qmf_state_dict_resizes_history_and_tolerates_its_absence():
+    """Loading resizes the history buffer to the stored one; a state without it (strict=False)
+    leaves the current history as it is."""
+    src = linear_method("qmf", seed=0)
+    src.ensure_history(6)
+    src.history[1, 4] = 2.5
+    dst = linear_method("qmf", seed=1)
+    dst.load_state_dict(src.state_dict())
+    assert dst.history.shape == (2, 6) and float(dst.history[1, 4]) == 2.5
+    fresh = linear_method("qmf", seed=2)
+    fresh.ensure_history(3)
+    partial = {k: v for k, v in src.state_dict().items() if k != "history"}
+    result = fresh.load_state_dict(partial, strict=False)
+    assert result.missing_keys == ["history"] and fresh.history.shape == (2, 3) and not fresh.history.any()
