@@ -64,10 +64,12 @@ def mods_for(name: str) -> tuple[str, ...]:
 
 
 def mask_for(n_mods: int) -> np.ndarray:
-    """Every pattern of presence, each sample keeping at least one modality; sample 13 keeps all."""
+    """Every pattern of presence, each sample keeping at least one modality (a single modality, as
+    a unimodal run sees its column of the mask, loses some samples); sample 13 keeps all."""
     rs = np.random.RandomState(3)
     present = rs.random_sample((N, n_mods)) < 0.6
-    present[~present.any(1), rs.randint(0, n_mods)] = True
+    if n_mods > 1:
+        present[~present.any(1), rs.randint(0, n_mods)] = True
     present[N - 1] = True
     if n_mods > 1:
         present[0] = [True] + [False] * (n_mods - 1)  # only the first modality
@@ -142,6 +144,24 @@ def test_training_sees_exactly_the_declared_samples(name):
 
 
 @pytest.mark.parametrize("name", METHODS.names())
+def test_epoch_order_is_a_function_of_the_run_generator(name):
+    """The batches of an epoch depend on the run's generator only (resume and seeds rely on it),
+    not on torch's global generator; another generator seed gives another order."""
+    mods = mods_for(name)
+    present = mask_for(len(mods))
+    data = to_tensors(arrays_for(mods, present, 0.0), np.arange(N) % N_CLASSES, mods, present)
+
+    def order(gen_seed: int, global_seed: int) -> list[list[int]]:
+        method = build(name, mods)
+        torch.manual_seed(global_seed)
+        return [b["index"].tolist() for b in method.epoch_batches(data, 4, torch.Generator().manual_seed(gen_seed))]
+
+    first = order(5, 0)
+    assert order(5, 123) == first
+    assert order(6, 0) != first
+
+
+@pytest.mark.parametrize("name", METHODS.names())
 def test_absent_values_never_reach_loss_parameters_or_predictions(name):
     """Two datasets that differ only in what absent entries hold give bit-identical losses,
     parameters, buffers and predictions."""
@@ -180,6 +200,31 @@ def test_forward_of_an_absent_modality(name):
             for key in keys:
                 torch.testing.assert_close(out[key][i], out[method.modalities[k]][i], rtol=1e-6, atol=1e-6,
                                            msg=f"{name}: {key} of sample {i} (only {method.modalities[k]})")
+
+
+def test_late_fusion_loads_the_unimodal_runs():
+    """late_fusion scores the unimodal models it is given: per modality their own logits, fused
+    by the mean of the present modalities' logits."""
+    mods = ("audio", "video")
+    units = {}
+    for k, m in enumerate(mods):
+        torch.manual_seed(20 + k)
+        units[m] = create_method("unimodal", nn.ModuleDict({m: nn.Linear(D_IN, S)}), n_classes=N_CLASSES, feature_dim=S)
+    torch.manual_seed(30)
+    late = create_method("late_fusion", nn.ModuleDict({m: nn.Linear(D_IN, S) for m in mods}),
+                         n_classes=N_CLASSES, feature_dim=S)
+    late.load_branches({m: u.state_dict() for m, u in units.items()})
+    g = torch.Generator().manual_seed(0)
+    batch = {m: torch.randn(5, D_IN, generator=g) for m in mods}
+    batch["present"] = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, True]])
+    with torch.no_grad():
+        out = late.predict(batch)
+        own = {m: units[m].predict({m: batch[m]})[m] for m in mods}
+    for m in mods:
+        assert torch.equal(out[m], own[m])
+    both = (own["audio"] + own["video"]) / 2
+    expect = torch.stack([both[0], own["audio"][1], own["video"][2], both[3], both[4]])
+    torch.testing.assert_close(out["multi"], expect, rtol=1e-6, atol=1e-6)
 
 
 # --- presence masks ---------------------------------------------------------------------------
