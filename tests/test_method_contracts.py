@@ -144,6 +144,20 @@ def test_training_sees_exactly_the_declared_samples(name):
 
 
 @pytest.mark.parametrize("name", METHODS.names())
+def test_construction_keeps_sizes_and_rejects_unknown_options(name):
+    mods = mods_for(name)
+    method = build(name, mods)
+    assert (method.modalities, method.n_classes, method.feature_dim) == (mods, N_CLASSES, S)
+    assert method.options == {**type(method).defaults, **OPTIONS.get(name, {})}
+    with pytest.raises(ValueError, match=f"unknown option\\(s\\) bogus; valid options: "):
+        create_method(name, nn.ModuleDict({m: Recorder(0) for m in mods}), n_classes=N_CLASSES, feature_dim=S,
+                      bogus=1)
+    if len(mods) > 1:
+        with pytest.raises(ValueError, match="supports .* modalities, got 1"):
+            create_method(name, nn.ModuleDict({"audio": Recorder(0)}), n_classes=N_CLASSES, feature_dim=S)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
 def test_epoch_order_is_a_function_of_the_run_generator(name):
     """The batches of an epoch depend on the run's generator only (resume and seeds rely on it),
     not on torch's global generator; another generator seed gives another order."""
