@@ -158,6 +158,32 @@ def test_construction_keeps_sizes_and_rejects_unknown_options(name):
 
 
 @pytest.mark.parametrize("name", METHODS.names())
+def test_option_values_outside_the_choices_are_named(name):
+    """Every option with a fixed set of values (a method's ``choices``) rejects another value with
+    a message naming the method, the option, the value and the valid values."""
+    mods = mods_for(name)
+    for key, valid in getattr(METHODS.get(name), "choices", {}).items():
+        with pytest.raises(ValueError) as err:
+            create_method(name, nn.ModuleDict({m: Recorder(0) for m in mods}), n_classes=N_CLASSES,
+                          feature_dim=S, **{key: "bogus"})
+        assert str(err.value) == f"method {name}: option {key}='bogus'; valid: {', '.join(valid)}"
+
+
+@pytest.mark.parametrize("name,key,message", [
+    ("film", "reverse", "method film: option reverse must be true or false, got 'yes'"),
+    ("bigated", "reverse", "method bigated: option reverse must be true or false, got 'yes'"),
+    ("mla_released", "torch18_zero_grad", "method mla_released: option torch18_zero_grad must be true or false"),
+    ("mla_released", "eval_block", "method mla_released: option eval_block='yes'; must be a positive integer"),
+])
+def test_true_false_and_integer_options_are_checked(name, key, message):
+    mods = mods_for(name)
+    with pytest.raises(ValueError) as err:
+        create_method(name, nn.ModuleDict({m: Recorder(0) for m in mods}), n_classes=N_CLASSES, feature_dim=S,
+                      **{key: "yes"})
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("name", METHODS.names())
 def test_epoch_order_is_a_function_of_the_run_generator(name):
     """The batches of an epoch depend on the run's generator only (resume and seeds rely on it),
     not on torch's global generator; another generator seed gives another order."""

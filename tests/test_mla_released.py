@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from mla.batches import to_tensors
 from mla.fusion import entropy_weights
 from mla.methods import create_method
-from mla.methods.mla_released import batch_entropy_weights, blockwise_dynamic_fuse
+from mla.methods.mla_released import batch_entropy_weights, blockwise_dynamic_fuse, fixed_fuse
 
 LR, MOMENTUM, WD = 0.1, 0.9, 1e-4
 TWO, THREE = ("audio", "video"), ("audio", "image", "text")
@@ -326,3 +326,13 @@ def test_options():
         released(TWO, eval_block=0)
     with pytest.raises(ValueError, match="paired batches"):
         released(TWO).train_step({"audio": b["audio"], "label": b["label"]}, torch.optim.SGD(fixed.parameters(), lr=0.1))
+
+
+def test_fixed_fusion_weights_in_the_logits_precision():
+    """0.55/0.45 and 0.35/0.25/0.40 applied in float64 when the logits are float64 (not rounded
+    to float32 weights)."""
+    g = torch.Generator().manual_seed(0)
+    two = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(fixed_fuse(two), 0.55 * two[0] + 0.45 * two[1], rtol=1e-14, atol=0)
+    three = torch.randn(3, 3, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(fixed_fuse(three), 0.35 * three[0] + 0.25 * three[1] + 0.40 * three[2], rtol=1e-14, atol=0)
