@@ -292,6 +292,15 @@ def test_released_mask_within_one_entry_on_tiny_splits():
         assert abs(int(mask.sum()) - 18) <= 1 and mask.any(1).all(), seed
 
 
+def test_released_mask_redraws_when_the_draws_hit_only_kept_entries():
+    """n = 2, M = 2, rate 0.25: one entry to switch on after one per sample; a first draw that lands
+    only on kept entries is redrawn (the original divides by zero there), and within a quarter
+    (one entry of four) of 0.75 means exactly 3 entries."""
+    for seed in range(60):
+        mask = released_mask(2, 2, 0.25, np.random.RandomState(seed))
+        assert int(mask.sum()) == 3 and mask.any(1).all(), seed
+
+
 def test_released_mask_rate_zero_keeps_everything_and_gives_up_loudly():
     for n, m in ((5, 3), (3000, 2), (3000, 3)):
         mask = released_mask(n, m, 0.0, np.random.RandomState(0))
