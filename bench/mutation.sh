@@ -7,8 +7,8 @@
 # (for ``Selection``; mutmut mutates whole files, so train.py's other functions are mutated too and
 # reported apart) with mutmut 3.8.1 (the optional extra ``mutation``), runs only the unit tests in
 # TESTS below on every mutant, and prints per file the mutant counts, the score
-# killed / (total - equivalent) and every survivor. Mutants judged equivalent are listed, with the
-# reason, in bench/mutation_equivalent.txt (one "<mutant name>  <reason>" per line);
+# killed / (total - equivalent) and every survivor. Surviving mutants judged equivalent (no output can
+# change) or untestable are listed, with the reason, in bench/mutation_classified.txt;
 # bench/mutation_survivors.md records the last full run.
 #
 # mutmut copies the tree it mutates into mutants/; we run it in a scratch copy of the working tree
@@ -73,4 +73,4 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 "$root/.venv/bin/mutmut" run --max-children "$jobs" > mutmut-run.log 2>&1 || {
   echo "bench/mutation.sh: mutmut run failed; see $work/mutmut-run.log" >&2; tail -30 mutmut-run.log >&2; exit 1; }
 "$root/.venv/bin/mutmut" results --all true > results.txt
-"$root/.venv/bin/python" "$root/bench/mutation_score.py" results.txt "$root/bench/mutation_equivalent.txt" "${files[@]}"
+"$root/.venv/bin/python" "$root/bench/mutation_score.py" results.txt "$root/bench/mutation_classified.txt" "${files[@]}"
