@@ -543,3 +543,52 @@ def test_qmf_state_dict_resizes_history_and_tolerates_its_absence():
     partial = {k: v for k, v in src.state_dict().items() if k != "history"}
     result = fresh.load_state_dict(partial, strict=False)
     assert result.missing_keys == ["history"] and fresh.history.shape == (2, 3) and not fresh.history.any()
+
+
+def test_qmf_helpers_defaults_offsets_and_dtypes():
+    logits = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    torch.testing.assert_close(energy_confidence(logits), torch.tensor([math.log(2.0), math.log(math.e + math.e ** 2)]) / 10)
+    # min-max with a non-zero minimum: (h - min) / (max - min)
+    torch.testing.assert_close(normalise_history(torch.tensor([4.0, 2.0, 6.0, 5.0], dtype=torch.float64)),
+                               torch.tensor([0.5, 0.0, 1.0, 0.75], dtype=torch.float64))
+    # float64 history targets do not turn a float32 confidence's loss into float64; relu(1 - 0.5) both pairs
+    out = rank_loss(torch.tensor([0.0, 1.0]), torch.tensor([-1.0, 1.0], dtype=torch.float64),
+                    torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert out.dtype == torch.float32 and float(out) == pytest.approx(0.5)
+    with pytest.raises(ValueError) as err:
+        linear_method("qmf", temperature=0)
+    assert str(err.value) == "method qmf: temperature must be > 0, got 0"
+    assert linear_method("qmf", temperature=0.5).options["temperature"] == 0.5
+
+
+def test_qmf_loss_with_active_rank_terms_temperature_and_lambda():
+    """QMF's loss written out independently, with a history whose outlier makes the batch's margins
+    tiny, so the rank terms are active; temperature 2 and lambda 0.5 (not the defaults)."""
+    mods, T, lam = ("audio", "video"), 2.0, 0.5
+    m = linear_method("qmf", mods, temperature=T, lam=lam)
+    batch = batch_of(mods)
+    m.ensure_history(10)
+    with torch.no_grad():
+        m.history[:, 9] = 1000.0
+    logits = [m.heads[k](m.encoders[k](batch[k])).detach().double() for k in mods]
+    y = batch["label"]
+
+    def ce_rows(z):  # -log softmax(z)[y], per row
+        return torch.logsumexp(z, 1) - z[torch.arange(len(y)), y]
+
+    conf = [torch.logsumexp(z, 1) / T for z in logits]
+    fused = conf[0][:, None] * logits[0] + conf[1][:, None] * logits[1]
+    rank_total = 0.0
+    for i, z in enumerate(logits):
+        hist = m.history[i].clone()
+        hist[batch["index"]] += ce_rows(z)
+        n = (hist - hist.min()) / (hist.max() - hist.min())
+        nb = n[batch["index"]]
+        for j in range(len(y)):
+            k = (j + 1) % len(y)
+            t = float(torch.sign(nb[j] - nb[k]))
+            rank_total += max(0.0, t * float(conf[i][j] - conf[i][k]) - float(abs(nb[j] - nb[k]))) / len(y)
+    assert rank_total > 0.01
+    expected = float(ce_rows(fused).mean() + ce_rows(logits[0]).mean() + ce_rows(logits[1]).mean()) + lam * rank_total
+    loss = m.train_step(batch, torch.optim.SGD(m.parameters(), lr=0.1))
+    assert loss == pytest.approx(expected, rel=1e-5)
