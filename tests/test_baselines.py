@@ -592,3 +592,33 @@ def test_qmf_loss_with_active_rank_terms_temperature_and_lambda():
     expected = float(ce_rows(fused).mean() + ce_rows(logits[0]).mean() + ce_rows(logits[1]).mean()) + lam * rank_total
     loss = m.train_step(batch, torch.optim.SGD(m.parameters(), lr=0.1))
     assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_modulate_gradients_skips_parameters_without_gradient_and_two_elements():
+    """A parameter without a gradient is skipped and the ones after it are still modulated; a
+    two-element gradient gets noise of its own std (|a - b| / sqrt 2, unbiased), not 1e-8."""
+    none = nn.Parameter(torch.zeros(3))
+    two = nn.Parameter(torch.zeros(2))
+    two.grad = torch.tensor([1.0, 3.0])
+    modulate_gradients([none, two], 0.5, noise=True, generator=torch.Generator().manual_seed(11))
+    assert none.grad is None
+    draw = torch.empty(2).normal_(0.0, 1.0, generator=torch.Generator().manual_seed(11))
+    torch.testing.assert_close(two.grad, torch.tensor([0.5, 1.5]) + draw * (math.sqrt(2.0) + 1e-8))
+
+
+def test_ogm_ge_method_uses_its_ratio_others_option():
+    """Three modalities, ratio_others="mean": rho = s_u / mean of the others, k_u = 1 - tanh(alpha rho)."""
+    mods = ("audio", "image", "text")
+    for rule in ("sum", "mean"):
+        m = identity_method("ogm_ge", mods, s=2, n_classes=2, alpha=0.5, ratio_others=rule)
+        with torch.no_grad():
+            m.head.weight.copy_(torch.tensor([[2.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]))
+            m.head.bias.zero_()
+        feats = {"audio": torch.tensor([[1.0, 0.0]]), "image": torch.zeros(1, 2), "text": torch.zeros(1, 2)}
+        k = m.coefficients(feats, torch.tensor([0]))
+        # audio's sub-head gives (2, 0): p(y=0) = e^2 / (e^2 + 1); the others (0, 0): 1/2 each
+        s_a = math.exp(2) / (math.exp(2) + 1)
+        rho = s_a / (1.0 if rule == "sum" else 0.5)  # sum: 0.88 < 1, audio not modulated; mean: 1.76
+        k_a = 1 - math.tanh(0.5 * rho) if rho >= 1 else 1.0
+        assert (k_a < 1) == (rule == "mean")
+        torch.testing.assert_close(k, torch.tensor([k_a, 1.0, 1.0], dtype=torch.float64))
