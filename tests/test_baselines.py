@@ -622,3 +622,14 @@ def test_ogm_ge_method_uses_its_ratio_others_option():
         k_a = 1 - math.tanh(0.5 * rho) if rho >= 1 else 1.0
         assert (k_a < 1) == (rule == "mean")
         torch.testing.assert_close(k, torch.tensor([k_a, 1.0, 1.0], dtype=torch.float64))
+
+
+def test_ogm_ge_warns_per_unmodulated_encoder_naming_it_and_the_setting():
+    mods = ("audio", "video")
+    with pytest.warns(UserWarning) as record:
+        m = identity_method("ogm_ge", mods)  # Identity encoders: no parameter at all
+    assert [str(w.message) for w in record] == [
+        f"method ogm_ge: modulated_params='4d' selects no parameter of the {mod} encoder (Identity), so OGM-GE "
+        "never modulates it; set method_options.ogm_ge.modulated_params (or method_options.ogm_ge.datasets."
+        "<dataset>.modulated_params) to 'matrices' for encoders without convolution kernels" for mod in mods]
+    assert m.unmodulated == list(mods) and m.last_coefficients == {} and int(m.epoch) == -1

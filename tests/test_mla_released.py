@@ -336,3 +336,11 @@ def test_fixed_fusion_weights_in_the_logits_precision():
     torch.testing.assert_close(fixed_fuse(two), 0.55 * two[0] + 0.45 * two[1], rtol=1e-14, atol=0)
     three = torch.randn(3, 3, 4, generator=g, dtype=torch.float64)
     torch.testing.assert_close(fixed_fuse(three), 0.35 * three[0] + 0.25 * three[1] + 0.40 * three[2], rtol=1e-14, atol=0)
+
+
+def test_unpaired_batch_names_every_missing_modality():
+    rel = released(THREE)
+    b = paired_batches(THREE, n_batches=1)[0]
+    with pytest.raises(ValueError) as err:
+        rel.train_step({"audio": b["audio"], "label": b["label"]}, torch.optim.SGD(rel.parameters(), lr=0.1))
+    assert str(err.value) == "mla_released needs paired batches; this batch has no image, text"
