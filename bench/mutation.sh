@@ -13,7 +13,9 @@
 #
 # mutmut copies the tree it mutates into mutants/; we run it in a scratch copy of the working tree
 # (MUTATION_WORK, default .mutation/, git-ignored) so that its config and mutants/ never touch the
-# checkout. Environment: MUTATION_JOBS (parallel mutants, default 2), MUTATION_WORK.
+# checkout. Environment: MUTATION_JOBS (parallel mutants, default 2), MUTATION_WORK; MUTATION_ONLY, a
+# file of mutant names (one a line), re-runs only those (e.g. the survivors of an earlier run, after
+# adding tests: score both result files together with bench/mutation_score.py).
 set -euo pipefail
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
@@ -70,7 +72,9 @@ fi
 
 cd "$work"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-"$root/.venv/bin/mutmut" run --max-children "$jobs" > mutmut-run.log 2>&1 || {
+only=()
+if [ -n "${MUTATION_ONLY:-}" ]; then mapfile -t only < <(grep -v '^\s*$' "$MUTATION_ONLY"); fi
+"$root/.venv/bin/mutmut" run --max-children "$jobs" "${only[@]}" > mutmut-run.log 2>&1 || {
   echo "bench/mutation.sh: mutmut run failed; see $work/mutmut-run.log" >&2; tail -30 mutmut-run.log >&2; exit 1; }
 "$root/.venv/bin/mutmut" results --all true > results.txt
 "$root/.venv/bin/python" "$root/bench/mutation_score.py" results.txt "$root/bench/mutation_classified.txt" "${files[@]}"
