@@ -633,3 +633,10 @@ def test_ogm_ge_warns_per_unmodulated_encoder_naming_it_and_the_setting():
         "never modulates it; set method_options.ogm_ge.modulated_params (or method_options.ogm_ge.datasets."
         "<dataset>.modulated_params) to 'matrices' for encoders without convolution kernels" for mod in mods]
     assert m.unmodulated == list(mods) and m.last_coefficients == {} and int(m.epoch) == -1
+
+
+def test_deactivate_unknown_modality_names_the_features():
+    feats = {"audio": torch.ones(2, 3), "video": torch.ones(2, 3)}
+    with pytest.raises(KeyError) as err:
+        deactivate(feats, "text")
+    assert err.value.args[0] == "cannot keep modality 'text'; features have audio, video"

@@ -344,3 +344,16 @@ def test_unpaired_batch_names_every_missing_modality():
     with pytest.raises(ValueError) as err:
         rel.train_step({"audio": b["audio"], "label": b["label"]}, torch.optim.SGD(rel.parameters(), lr=0.1))
     assert str(err.value) == "mla_released needs paired batches; this batch has no image, text"
+
+
+def test_fusion_option_error_and_blocks_of_one():
+    with pytest.raises(ValueError) as err:
+        released(TWO, fusion="uniform")
+    assert str(err.value) == "method mla_released: option fusion='uniform'; valid: dynamic, fixed"
+    # eval_block = 1 is allowed: every example is its own block, entropy 0 for every modality,
+    # so the released gate gives the plain mean of the modalities' logits.
+    one = released(TWO, eval_block=1)
+    b = paired_batches(TWO, n_batches=1)[0]
+    with torch.no_grad():
+        out = one.predict(b)
+    torch.testing.assert_close(out["multi"], (out["audio"] + out["video"]) / 2)
