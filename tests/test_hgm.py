@@ -245,3 +245,13 @@ def test_table3_shows_whether_hgm_acts():
     # A run logged before the diagnostics existed is named, not shown as a number.
     old = JobResult(on, metrics_on, (({"epoch": 2},), ({"epoch": 2},)))
     assert tables.hgm_block({on.id: old}, "builtin_av").frame.loc[sel, "P trace"] == tables.NOT_LOGGED
+
+
+def test_diagnostics_report_the_extreme_eigenvalues_and_trace_to_six_digits():
+    """P with four distinct eigenvalues: min, max and trace as P has them, rounded to 6 significant
+    digits (not fixed decimals)."""
+    m = _mla(s=4)
+    with torch.no_grad():
+        m.P.copy_(torch.diag(torch.tensor([0.5, 1.23456789e-7, 0.9, 0.25], dtype=F64)))
+    d = m.epoch_diagnostics()
+    assert d == {"hgm_P_eig_min": 1.23457e-7, "hgm_P_eig_max": 0.9, "hgm_P_trace": 1.65}
