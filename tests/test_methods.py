@@ -201,3 +201,20 @@ def test_training_batches_use_every_example_and_never_one():
         sizes = [len(b["label"]) for b in shuffled_batches(data, 64, torch.Generator().manual_seed(0))]
         assert sum(sizes) == n
         assert n == 1 or min(sizes) > 1
+
+
+def test_uniform_weights_in_the_logits_precision():
+    logits = torch.zeros(3, 2, 4, dtype=torch.float64)
+    w = uniform_weights(logits, torch.tensor([[True, True], [True, False], [True, True]]))
+    assert w.dtype == torch.float64
+    assert torch.equal(w, torch.tensor([[1 / 3, 0.5], [1 / 3, 0.0], [1 / 3, 0.5]], dtype=torch.float64))
+
+
+def test_mla_epoch_of_one_batch_per_modality_is_one_round():
+    """When every modality's data fits in one batch, an epoch is one round: M steps, one each."""
+    for mods in (("audio", "video"), ("audio", "image", "text")):
+        m = _mla(False) if len(mods) == 2 else create_method(
+            "mla", linear_encoders(mods), n_classes=3, feature_dim=4, hgm=False)
+        data = to_tensors({k: np.zeros((6, 5), dtype=np.float32) for k in mods}, np.zeros(6, dtype=np.int64), mods)
+        batches = list(m.epoch_batches(data, 8, torch.Generator().manual_seed(0)))
+        assert [sorted(b) for b in batches] == [sorted(["label", "index", "present", k]) for k in mods]
