@@ -267,6 +267,29 @@ def test_late_fusion_loads_the_unimodal_runs():
     torch.testing.assert_close(out["multi"], expect, rtol=1e-6, atol=1e-6)
 
 
+def test_late_fusion_leaves_a_branch_without_samples_untouched():
+    """A batch in which no sample has video trains audio only: the video branch keeps its weights
+    even under SGD momentum and weight decay (its gradients are None, not zero)."""
+    mods = ("audio", "video")
+    torch.manual_seed(0)
+    late = create_method("late_fusion", nn.ModuleDict({m: nn.Linear(D_IN, S) for m in mods}),
+                         n_classes=N_CLASSES, feature_dim=S)
+    opt = torch.optim.SGD(late.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+    g = torch.Generator().manual_seed(1)
+    batch = {m: torch.randn(4, D_IN, generator=g) for m in mods}
+    batch["label"] = torch.tensor([0, 1, 2, 0])
+    batch["present"] = torch.ones(4, 2, dtype=torch.bool)
+    late.train_step(batch, opt)  # both branches move and get momentum
+    video = {k: v.clone() for k, v in late.branches["video"].state_dict().items()}
+    audio = {k: v.clone() for k, v in late.branches["audio"].state_dict().items()}
+    batch["present"] = torch.tensor([[True, False]] * 4)
+    batch["video"] = torch.zeros(4, D_IN)
+    late.train_step(batch, opt)
+    for k, v in late.branches["video"].state_dict().items():
+        assert torch.equal(v, video[k]), k
+    assert any(not torch.equal(v, audio[k]) for k, v in late.branches["audio"].state_dict().items())
+
+
 # --- presence masks ---------------------------------------------------------------------------
 @pytest.mark.parametrize("n,m,rate", [(200, 2, 0.3), (200, 3, 0.5), (97, 3, 0.2), (40, 2, 0.1)])
 def test_released_mask_keeps_one_per_sample_and_the_rate(n, m, rate):
