@@ -16,7 +16,7 @@ from torch import nn
 from mla import grid
 from mla.batches import to_tensors
 from mla.methods import create_method
-from mla.methods.mla import rls_update
+from mla.methods.mla import retention, rls_update
 from mla.train import train_run, write_run
 from tiny import one_thread, tiny_config, tiny_dataset  # noqa: F401 (autouse fixture)
 
@@ -255,3 +255,22 @@ def test_diagnostics_report_the_extreme_eigenvalues_and_trace_to_six_digits():
         m.P.copy_(torch.diag(torch.tensor([0.5, 1.23456789e-7, 0.9, 0.25], dtype=F64)))
     d = m.epoch_diagnostics()
     assert d == {"hgm_P_eig_min": 1.23457e-7, "hgm_P_eig_max": 0.9, "hgm_P_trace": 1.65}
+
+
+def test_retention_of_zero_and_unit_gradients():
+    g = torch.tensor([[0.6, 0.0], [0.0, 0.8]], dtype=F64)  # Frobenius norm 1
+    assert retention(g, g * 0.5) == pytest.approx(0.5)
+    assert retention(torch.zeros(2, 2, dtype=F64), torch.zeros(2, 2, dtype=F64)) is None
+
+
+def test_batch_hbar_keeps_no_running_sums_and_a_wrong_batch_is_named():
+    m = _mla(hbar="batch")
+    data = _data()
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    for batch in m.epoch_batches(data, 8, torch.Generator().manual_seed(0)):
+        m.train_step(batch, opt)
+    assert int(m.step) > 2 and not m.feat_count.any() and not m.feat_sum.any()
+    fresh = _mla()
+    with pytest.raises(ValueError) as err:
+        fresh.train_step({"text": torch.zeros(2, 4), "label": torch.zeros(2, dtype=torch.long)}, opt)
+    assert str(err.value) == "mla step 0 trains audio, but the batch has no audio"
