@@ -274,3 +274,17 @@ def test_batch_hbar_keeps_no_running_sums_and_a_wrong_batch_is_named():
     with pytest.raises(ValueError) as err:
         fresh.train_step({"text": torch.zeros(2, 4), "label": torch.zeros(2, dtype=torch.long)}, opt)
     assert str(err.value) == "mla step 0 trains audio, but the batch has no audio"
+
+
+def test_state_buffers_keep_their_dtypes_and_alpha_before_any_epoch():
+    """Checkpointed state: an integer step counter and float64 P and feature sums/counts. Before any
+    epoch is set up (direct train_step calls) the released schedule counts rounds from 0 with
+    N = 1: α = 0.1^(1 + i) in round i."""
+    m = _mla(mods=("audio", "text"))
+    assert m.step.dtype == torch.long and m.P.dtype == F64
+    assert m.feat_sum.dtype == F64 and m.feat_count.dtype == F64
+    assert m.alpha() == pytest.approx(0.1, rel=1e-12)
+    m.step += 1
+    assert m.alpha() == pytest.approx(0.1, rel=1e-12)  # round 0, its second modality
+    m.step += 1
+    assert m.alpha() == pytest.approx(0.01, rel=1e-12)  # round 1
