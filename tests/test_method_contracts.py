@@ -155,7 +155,7 @@ def test_construction_keeps_sizes_and_rejects_unknown_options(name):
     valid = ", ".join(sorted(type(method).defaults)) or "(none)"
     assert str(err.value) == f"method {type(method).__name__}: unknown option(s) bogus, zap; valid options: {valid}"
     if len(mods) > 1:
-        with pytest.raises(ValueError, match="supports .* modalities, got 1"):
+        with pytest.raises(ValueError, match=f"^method {type(method).__name__} supports .* modalities, got 1$"):
             create_method(name, nn.ModuleDict({"audio": Recorder(0)}), n_classes=N_CLASSES, feature_dim=S)
 
 
