@@ -3,9 +3,9 @@
 #
 #   bench/mutation.sh [FILE ...]     e.g.  bench/mutation.sh mla/methods/qmf.py
 #
-# Mutates (default) mla/methods/*.py, mla/fusion.py, mla/missing.py, mla/evaluate.py and mla/train.py
-# (for ``Selection``; mutmut mutates whole files, so train.py's other functions are mutated too and
-# reported apart) with mutmut 3.8.1 (the optional extra ``mutation``), runs only the unit tests in
+# Mutates (default) mla/methods/*.py, mla/fusion.py, mla/missing.py, mla/evaluate.py and, in
+# mla/train.py, the class ``Selection`` only (the rest of the file is fenced off with mutmut's
+# "no mutate" pragmas in the scratch copy) with mutmut 3.8.1 (the optional extra ``mutation``), runs only the unit tests in
 # TESTS below on every mutant, and prints per file the mutant counts, the score
 # killed / (total - equivalent) and every survivor. Surviving mutants judged equivalent (no output can
 # change) or untestable are listed, with the reason, in bench/mutation_classified.txt;
@@ -37,7 +37,7 @@ UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1 uv sync --locked --extra dev --e
 rm -rf "$work"
 mkdir -p "$work"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [ -e "$f" ] && { mkdir -p "$work/$(dirname "$f")"; cp -p "$f" "$work/$f"; }
+  if [ -e "$f" ]; then mkdir -p "$work/$(dirname "$f")"; cp -p "$f" "$work/$f"; fi  # skip deleted files
 done
 {
   echo "[mutmut]"
