@@ -527,3 +527,116 @@ def test_qmf_history_sized_by_epoch_and_grows():
     assert (m.history[:, 11:] > 0).all() and (m.history[:, 10] == 0).all()
     with pytest.raises(ValueError, match="unknown option.*lamb"):
         linear_method("qmf", lamb=0.1)
+
+
+def test_qmf_state_dict_resizes_history_and_tolerates_its_absence():
+    """Loading resizes the history buffer to the stored one; a state without it (strict=False)
+    leaves the current history as it is."""
+    src = linear_method("qmf", seed=0)
+    src.ensure_history(6)
+    src.history[1, 4] = 2.5
+    dst = linear_method("qmf", seed=1)
+    dst.load_state_dict(src.state_dict())
+    assert dst.history.shape == (2, 6) and float(dst.history[1, 4]) == 2.5
+    fresh = linear_method("qmf", seed=2)
+    fresh.ensure_history(3)
+    partial = {k: v for k, v in src.state_dict().items() if k != "history"}
+    result = fresh.load_state_dict(partial, strict=False)
+    assert result.missing_keys == ["history"] and fresh.history.shape == (2, 3) and not fresh.history.any()
+
+
+def test_qmf_helpers_defaults_offsets_and_dtypes():
+    logits = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    torch.testing.assert_close(energy_confidence(logits), torch.tensor([math.log(2.0), math.log(math.e + math.e ** 2)]) / 10)
+    # min-max with a non-zero minimum: (h - min) / (max - min)
+    torch.testing.assert_close(normalise_history(torch.tensor([4.0, 2.0, 6.0, 5.0], dtype=torch.float64)),
+                               torch.tensor([0.5, 0.0, 1.0, 0.75], dtype=torch.float64))
+    # float64 history targets do not turn a float32 confidence's loss into float64; relu(1 - 0.5) both pairs
+    out = rank_loss(torch.tensor([0.0, 1.0]), torch.tensor([-1.0, 1.0], dtype=torch.float64),
+                    torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert out.dtype == torch.float32 and float(out) == pytest.approx(0.5)
+    with pytest.raises(ValueError) as err:
+        linear_method("qmf", temperature=0)
+    assert str(err.value) == "method qmf: temperature must be > 0, got 0"
+    assert linear_method("qmf", temperature=0.5).options["temperature"] == 0.5
+
+
+def test_qmf_loss_with_active_rank_terms_temperature_and_lambda():
+    """QMF's loss written out independently, with a history whose outlier makes the batch's margins
+    tiny, so the rank terms are active; temperature 2 and lambda 0.5 (not the defaults)."""
+    mods, T, lam = ("audio", "video"), 2.0, 0.5
+    m = linear_method("qmf", mods, temperature=T, lam=lam)
+    batch = batch_of(mods)
+    m.ensure_history(10)
+    with torch.no_grad():
+        m.history[:, 9] = 1000.0
+    logits = [m.heads[k](m.encoders[k](batch[k])).detach().double() for k in mods]
+    y = batch["label"]
+
+    def ce_rows(z):  # -log softmax(z)[y], per row
+        return torch.logsumexp(z, 1) - z[torch.arange(len(y)), y]
+
+    conf = [torch.logsumexp(z, 1) / T for z in logits]
+    fused = conf[0][:, None] * logits[0] + conf[1][:, None] * logits[1]
+    rank_total = 0.0
+    for i, z in enumerate(logits):
+        hist = m.history[i].clone()
+        hist[batch["index"]] += ce_rows(z)
+        n = (hist - hist.min()) / (hist.max() - hist.min())
+        nb = n[batch["index"]]
+        for j in range(len(y)):
+            k = (j + 1) % len(y)
+            t = float(torch.sign(nb[j] - nb[k]))
+            rank_total += max(0.0, t * float(conf[i][j] - conf[i][k]) - float(abs(nb[j] - nb[k]))) / len(y)
+    assert rank_total > 0.01
+    expected = float(ce_rows(fused).mean() + ce_rows(logits[0]).mean() + ce_rows(logits[1]).mean()) + lam * rank_total
+    loss = m.train_step(batch, torch.optim.SGD(m.parameters(), lr=0.1))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_modulate_gradients_skips_parameters_without_gradient_and_two_elements():
+    """A parameter without a gradient is skipped and the ones after it are still modulated; a
+    two-element gradient gets noise of its own std (|a - b| / sqrt 2, unbiased), not 1e-8."""
+    none = nn.Parameter(torch.zeros(3))
+    two = nn.Parameter(torch.zeros(2))
+    two.grad = torch.tensor([1.0, 3.0])
+    modulate_gradients([none, two], 0.5, noise=True, generator=torch.Generator().manual_seed(11))
+    assert none.grad is None
+    draw = torch.empty(2).normal_(0.0, 1.0, generator=torch.Generator().manual_seed(11))
+    torch.testing.assert_close(two.grad, torch.tensor([0.5, 1.5]) + draw * (math.sqrt(2.0) + 1e-8))
+
+
+def test_ogm_ge_method_uses_its_ratio_others_option():
+    """Three modalities, ratio_others="mean": rho = s_u / mean of the others, k_u = 1 - tanh(alpha rho)."""
+    mods = ("audio", "image", "text")
+    for rule in ("sum", "mean"):
+        m = identity_method("ogm_ge", mods, s=2, n_classes=2, alpha=0.5, ratio_others=rule)
+        with torch.no_grad():
+            m.head.weight.copy_(torch.tensor([[2.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]))
+            m.head.bias.zero_()
+        feats = {"audio": torch.tensor([[1.0, 0.0]]), "image": torch.zeros(1, 2), "text": torch.zeros(1, 2)}
+        k = m.coefficients(feats, torch.tensor([0]))
+        # audio's sub-head gives (2, 0): p(y=0) = e^2 / (e^2 + 1); the others (0, 0): 1/2 each
+        s_a = math.exp(2) / (math.exp(2) + 1)
+        rho = s_a / (1.0 if rule == "sum" else 0.5)  # sum: 0.88 < 1, audio not modulated; mean: 1.76
+        k_a = 1 - math.tanh(0.5 * rho) if rho >= 1 else 1.0
+        assert (k_a < 1) == (rule == "mean")
+        torch.testing.assert_close(k, torch.tensor([k_a, 1.0, 1.0], dtype=torch.float64))
+
+
+def test_ogm_ge_warns_per_unmodulated_encoder_naming_it_and_the_setting():
+    mods = ("audio", "video")
+    with pytest.warns(UserWarning) as record:
+        m = identity_method("ogm_ge", mods)  # Identity encoders: no parameter at all
+    assert [str(w.message) for w in record] == [
+        f"method ogm_ge: modulated_params='4d' selects no parameter of the {mod} encoder (Identity), so OGM-GE "
+        "never modulates it; set method_options.ogm_ge.modulated_params (or method_options.ogm_ge.datasets."
+        "<dataset>.modulated_params) to 'matrices' for encoders without convolution kernels" for mod in mods]
+    assert m.unmodulated == list(mods) and m.last_coefficients == {} and int(m.epoch) == -1
+
+
+def test_deactivate_unknown_modality_names_the_features():
+    feats = {"audio": torch.ones(2, 3), "video": torch.ones(2, 3)}
+    with pytest.raises(KeyError) as err:
+        deactivate(feats, "text")
+    assert err.value.args[0] == "cannot keep modality 'text'; features have audio, video"

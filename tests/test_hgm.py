@@ -16,7 +16,7 @@ from torch import nn
 from mla import grid
 from mla.batches import to_tensors
 from mla.methods import create_method
-from mla.methods.mla import rls_update
+from mla.methods.mla import retention, rls_update
 from mla.train import train_run, write_run
 from tiny import one_thread, tiny_config, tiny_dataset  # noqa: F401 (autouse fixture)
 
@@ -245,3 +245,46 @@ def test_table3_shows_whether_hgm_acts():
     # A run logged before the diagnostics existed is named, not shown as a number.
     old = JobResult(on, metrics_on, (({"epoch": 2},), ({"epoch": 2},)))
     assert tables.hgm_block({on.id: old}, "builtin_av").frame.loc[sel, "P trace"] == tables.NOT_LOGGED
+
+
+def test_diagnostics_report_the_extreme_eigenvalues_and_trace_to_six_digits():
+    """P with four distinct eigenvalues: min, max and trace as P has them, rounded to 6 significant
+    digits (not fixed decimals)."""
+    m = _mla(s=4)
+    with torch.no_grad():
+        m.P.copy_(torch.diag(torch.tensor([0.5, 1.23456789e-7, 0.9, 0.25], dtype=F64)))
+    d = m.epoch_diagnostics()
+    assert d == {"hgm_P_eig_min": 1.23457e-7, "hgm_P_eig_max": 0.9, "hgm_P_trace": 1.65}
+
+
+def test_retention_of_zero_and_unit_gradients():
+    g = torch.tensor([[0.6, 0.0], [0.0, 0.8]], dtype=F64)  # Frobenius norm 1
+    assert retention(g, g * 0.5) == pytest.approx(0.5)
+    assert retention(torch.zeros(2, 2, dtype=F64), torch.zeros(2, 2, dtype=F64)) is None
+
+
+def test_batch_hbar_keeps_no_running_sums_and_a_wrong_batch_is_named():
+    m = _mla(hbar="batch")
+    data = _data()
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    for batch in m.epoch_batches(data, 8, torch.Generator().manual_seed(0)):
+        m.train_step(batch, opt)
+    assert int(m.step) > 2 and not m.feat_count.any() and not m.feat_sum.any()
+    fresh = _mla()
+    with pytest.raises(ValueError) as err:
+        fresh.train_step({"text": torch.zeros(2, 4), "label": torch.zeros(2, dtype=torch.long)}, opt)
+    assert str(err.value) == "mla step 0 trains audio, but the batch has no audio"
+
+
+def test_state_buffers_keep_their_dtypes_and_alpha_before_any_epoch():
+    """Checkpointed state: an integer step counter and float64 P and feature sums/counts. Before any
+    epoch is set up (direct train_step calls) the released schedule counts rounds from 0 with
+    N = 1: α = 0.1^(1 + i) in round i."""
+    m = _mla(mods=("audio", "text"))
+    assert m.step.dtype == torch.long and m.P.dtype == F64
+    assert m.feat_sum.dtype == F64 and m.feat_count.dtype == F64
+    assert m.alpha() == pytest.approx(0.1, rel=1e-12)
+    m.step += 1
+    assert m.alpha() == pytest.approx(0.1, rel=1e-12)  # round 0, its second modality
+    m.step += 1
+    assert m.alpha() == pytest.approx(0.01, rel=1e-12)  # round 1

@@ -202,3 +202,37 @@ def test_training_batches_use_every_example_and_never_one():
         sizes = [len(b["label"]) for b in shuffled_batches(data, 64, torch.Generator().manual_seed(0))]
         assert sum(sizes) == n
         assert n == 1 or min(sizes) > 1
+
+
+def test_uniform_weights_in_the_logits_precision():
+    logits = torch.zeros(3, 2, 4, dtype=torch.float64)
+    w = uniform_weights(logits, torch.tensor([[True, True], [True, False], [True, True]]))
+    assert w.dtype == torch.float64
+    assert torch.equal(w, torch.tensor([[1 / 3, 0.5], [1 / 3, 0.0], [1 / 3, 0.5]], dtype=torch.float64))
+
+
+def test_mla_epoch_of_one_batch_per_modality_is_one_round():
+    """When every modality's data fits in one batch, an epoch is one round: M steps, one each."""
+    for mods in (("audio", "video"), ("audio", "image", "text")):
+        m = _mla(False) if len(mods) == 2 else create_method(
+            "mla", linear_encoders(mods), n_classes=3, feature_dim=4, hgm=False)
+        data = to_tensors({k: np.zeros((6, 5), dtype=np.float32) for k in mods}, np.zeros(6, dtype=np.int64), mods)
+        batches = list(m.epoch_batches(data, 8, torch.Generator().manual_seed(0)))
+        assert [sorted(b) for b in batches] == [sorted(["label", "index", "present", k]) for k in mods]
+
+
+def test_fusion_weights_when_an_example_or_a_modality_has_nothing():
+    """An example with no modality at all uses every (zeroed) modality; a modality absent from every
+    example still gets weight 0 where the example has another one."""
+    logits = torch.tensor([[[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]],
+                           [[0.0, 0.0], [4.0, 0.0], [1.0, 0.0]],
+                           [[1.0, 1.0], [0.0, 0.0], [5.0, 5.0]]])  # (M=3, B=3, C=2)
+    present = torch.tensor([[True, False, False], [False, False, True], [False, False, False]])  # (M, B)
+    # example 0: only modality 0; example 1: none (all three count); example 2: only modality 1;
+    # modality 2 is absent from every example.
+    torch.testing.assert_close(uniform_weights(logits, present),
+                               torch.tensor([[1.0, 1 / 3, 0.0], [0.0, 1 / 3, 1.0], [0.0, 1 / 3, 0.0]]))
+    w = entropy_weights(logits, present)
+    e = entropy(logits[:, 1])  # example 1: softmax of -entropy over all three modalities
+    torch.testing.assert_close(w[:, 1], torch.softmax(-e, 0))
+    torch.testing.assert_close(w[:, [0, 2]], torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from mla.batches import to_tensors
 from mla.fusion import entropy_weights
 from mla.methods import create_method
-from mla.methods.mla_released import batch_entropy_weights, blockwise_dynamic_fuse
+from mla.methods.mla_released import batch_entropy_weights, blockwise_dynamic_fuse, fixed_fuse
 
 LR, MOMENTUM, WD = 0.1, 0.9, 1e-4
 TWO, THREE = ("audio", "video"), ("audio", "image", "text")
@@ -332,3 +332,34 @@ def test_options():
         released(TWO, eval_block=0)
     with pytest.raises(ValueError, match="paired batches"):
         released(TWO).train_step({"audio": b["audio"], "label": b["label"]}, torch.optim.SGD(fixed.parameters(), lr=0.1))
+
+
+def test_fixed_fusion_weights_in_the_logits_precision():
+    """0.55/0.45 and 0.35/0.25/0.40 applied in float64 when the logits are float64 (not rounded
+    to float32 weights)."""
+    g = torch.Generator().manual_seed(0)
+    two = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(fixed_fuse(two), 0.55 * two[0] + 0.45 * two[1], rtol=1e-14, atol=0)
+    three = torch.randn(3, 3, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(fixed_fuse(three), 0.35 * three[0] + 0.25 * three[1] + 0.40 * three[2], rtol=1e-14, atol=0)
+
+
+def test_unpaired_batch_names_every_missing_modality():
+    rel = released(THREE)
+    b = paired_batches(THREE, n_batches=1)[0]
+    with pytest.raises(ValueError) as err:
+        rel.train_step({"audio": b["audio"], "label": b["label"]}, torch.optim.SGD(rel.parameters(), lr=0.1))
+    assert str(err.value) == "mla_released needs paired batches; this batch has no image, text"
+
+
+def test_fusion_option_error_and_blocks_of_one():
+    with pytest.raises(ValueError) as err:
+        released(TWO, fusion="uniform")
+    assert str(err.value) == "method mla_released: option fusion='uniform'; valid: dynamic, fixed"
+    # eval_block = 1 is allowed: every example is its own block, entropy 0 for every modality,
+    # so the released gate gives the plain mean of the modalities' logits.
+    one = released(TWO, eval_block=1)
+    b = paired_batches(TWO, n_batches=1)[0]
+    with torch.no_grad():
+        out = one.predict(b)
+    torch.testing.assert_close(out["multi"], (out["audio"] + out["video"]) / 2)

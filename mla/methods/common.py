@@ -1,16 +1,21 @@
 """Shared pieces of the feature-fusion baselines (``sum``, ``film``, ``bigated``, ``ogm_ge``, ``qmf``).
 
 A :class:`FusionMethod` runs every encoder, fuses the features with its own ``fuse`` and
-trains on the cross-entropy of the fused logits (the "Normal" joint training of [C] and of
-OGM-GE's ``main.py``). Its per-modality predictor is the paper's "deactivation" ([P] §4.1.1,
-Table 1 caption; reference MLA.md §2.3): the other modalities' **encoder outputs are zeroed
+trains on the cross-entropy of the fused logits (the "Normal" joint training of the MLA code's and of
+OGM-GE's ``main.py``). Its per-modality predictor is the paper's "deactivation" (Zhang et al.,
+CVPR 2024, §4.1.1 and the Table 1 caption): the other modalities' **encoder outputs are zeroed
 before fusion** and the whole fused network is evaluated (:func:`deactivate`). Methods with
 another per-modality rule (``sum``) override :meth:`FusionMethod.unimodal_logits`.
+docs/methods/baselines.md gives each baseline's equations and sources.
 
 Missing modalities: nothing special. The batch already carries zeros as the absent
 modalities' inputs (``mla.batches``), exactly as the released code feeds them, so an absent
-modality enters fusion as its encoder's response to a zero input. (This is not the same as
-deactivation: deactivation zeroes the encoder *output*.)
+modality enters fusion as its encoder's response to a zero input, as in the MLA authors' code
+(github.com/Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation at commit
+ab6c184579f9ff390e9c9b8216c9900c2a43545b, ``dataset/dataset.py`` L118-119 and L156-157 multiply a
+masked modality's input by 0).
+(This is not the same as deactivation: deactivation zeroes the encoder *output*.)
+docs/methods/missing-modalities.md covers the missing-modality protocol.
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """``film``: FiLM fusion (Perez et al., AAAI 2018) as in OGM-GE's fusion module, chained over M.
 
 Source: OGM-GE's ``FiLM`` (github.com/GeWu-Lab/OGM-GE_CVPR2022, ``models/fusion_modules.py``
-L27-56; the same class is in [C] ``models/fusion_modules.py`` but not wired in, reference
-MLA.md §3.9). With ``x_film=True`` (OGM-GE ``models/basic_model.py`` L29), the first modality
+L27-56). The MLA authors' code (github.com/Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation,
+commit ab6c184) ships the same class (``models/fusion_modules.py`` L38-69) but never builds it
+(``models/basic_model.py`` L35-36: ``elif fusion == 'film': pass``). docs/methods/baselines.md has
+the equations. With ``x_film=True`` (OGM-GE ``models/basic_model.py`` L29), the first modality
 x produces ``(gamma, beta) = split(Linear(s, 2s)(x))`` and the output is
 ``fc_out(gamma * y + beta)`` with ``fc_out = Linear(s, C)``. The FiLM width equals the
 feature size s, since gamma multiplies y element-wise (OGM-GE: ``dim = input_dim = 512``).
@@ -21,11 +23,11 @@ every modality enters the output and each FiLM layer is conditioned on everythin
 Option ``reverse`` (default False = OGM-GE's ``x_film=True``) runs the chain in reverse
 modality order (for M = 2: ``x_film=False``).
 
-Training: joint, cross-entropy on the fused logits only ([C]'s "Normal" training).
-Per-modality predictor ([P] §4.1.1): the other modalities are deactivated (encoder outputs
+Training: joint, cross-entropy on the fused logits only (the "Normal" training of the MLA code's
+``main.py``). Per-modality predictor (the MLA paper, Zhang et al., CVPR 2024, §4.1.1): the other modalities are deactivated (encoder outputs
 zeroed) and the whole chain is evaluated; e.g. for M = 2, audio alone gives
 ``fc_out(beta(h_a))`` and video alone ``fc_out(gamma(0) * h_v + beta(0))``.
-Missing modalities: inputs zeroed by the batch, as in [C].
+Missing modalities: inputs zeroed by the batch, as in the MLA code.
 """
 from __future__ import annotations
 

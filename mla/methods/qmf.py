@@ -4,9 +4,10 @@ Sources: github.com/QingyangZhang/QMF (commit fe6c4c6): ``RGBD-scene-recognition
 L53-76, ``RGBD-scene-recognition/utils/crl_utils.py`` L19-69 (``History``),
 ``RGBD-scene-recognition/train_QMF_nyud2.py`` L42, L57-107 (``rank_loss``, ``--lamb``),
 ``text-image-classification/src/models/late_fusion.py`` L30-39 and
-``text-image-classification/train_qmf.py`` L168-267; the MLA authors' copy in [C]
-``main.py`` L108-125 and L239-268 (``base`` path) and ``utils/utils.py`` L44-94 (reference
-MLA.md §3.9).
+``text-image-classification/train_qmf.py`` L168-267; the MLA authors' copy, called [C] below
+(github.com/Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation, commit ab6c184):
+``main.py`` L108-125 (``rank_loss``) and L239-268 (``base`` path), ``utils/utils.py`` L44-94
+(``History``). docs/methods/baselines.md has the equations and every option's provenance.
 
 Model: each modality m has its own head ``Linear(s, C)`` giving unimodal logits ``l_m``.
 
@@ -30,7 +31,7 @@ Model: each modality m has its own head ``Linear(s, C)`` giving unimodal logits 
   confidence is **not** detached here, so the rank loss trains heads and encoders.
 - Loss: ``CE(fused) + sum_m CE(l_m) + lambda * sum_m rank_m`` ([C] ``base`` path L268;
   QMF RGB-D L107 with ``clf_loss`` including the fused term). [C]'s ``m3ae`` path drops the
-  fused term and the lambda (MLA.md §3.9); we follow the ``base`` path for every dataset.
+  fused term and the lambda (``main.py`` L170-229: ``loss = torch.mean(clf_loss + crl_loss)``); we follow the ``base`` path for every dataset.
 
 Hyper-parameters: ``temperature = 10`` (every QMF copy), ``lam = 0.1`` ([C] L268; QMF
 ``--lamb`` default 0.1, ``train_QMF_nyud2.py`` L42).
@@ -41,7 +42,7 @@ training-set size, taken from ``len(data)`` when ``epoch_batches`` is called (QM
 ``index``; unseen samples hold 0, as in QMF's zero-initialised arrays. Loading a state dict
 resizes the buffer to the stored one.
 
-Per-modality predictor ([P] §4.1.1): the other modalities are deactivated -- their encoder
+Per-modality predictor (the MLA paper, Zhang et al., CVPR 2024, §4.1.1): the other modalities are deactivated -- their encoder
 outputs zeroed -- and the fused network (unimodal heads, energy weights, weighted sum) is
 evaluated; a deactivated modality still contributes ``c(b_k) * b_k`` from its head bias k.
 Missing modalities: inputs zeroed by the batch, as in [C] (which zeroes masked inputs on its
