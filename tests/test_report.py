@@ -145,7 +145,7 @@ def test_all_files_and_hand_computed_cell(tree):
     # mean 81.5, sample std sqrt(((1.5)^2 + (1.5)^2) / 1) = 2.1213
     cell = metrics["table1"]["builtin_av/ours"]["multi"]["mla"]
     assert cell == {"mean": 81.5, "std": round(math.sqrt(4.5), 4), "n": 2}
-    assert "| multi | — | not reproduced | 75.00 ± 0.71 |" in (out / "table1.md").read_text()
+    assert "| multi | — | not run | 75.00 ± 0.71 |" in (out / "table1.md").read_text()
     assert "81.50 ± 2.12" in (out / "table1.md").read_text()
     assert "81.50 ± 2.12" in (out / "report.html").read_text()
 
@@ -196,10 +196,10 @@ def test_not_reproduced_and_paper_blocks(tree):
     assert "79.70" in t1 and "64.91" in t1 and "69.60" in t1
     csv = (out / "table1.csv").read_text()
     for m in ("sum", "late_fusion", "film", "bigated", "ogm_ge", "qmf"):
-        assert f"builtin_av/ours,multi,{m},not reproduced" in csv
+        assert f"builtin_av/ours,multi,{m},not run" in csv
     assert metrics["table1"]["builtin_av/paper"]["video"]["mla"] == 64.91
     t2 = (out / "table2.md").read_text()
-    assert "75.07" in t2 and "| qmf | not reproduced |" in t2
+    assert "75.07" in t2 and "| qmf | not run |" in t2
     # the paper's twelve rows, in its order, ours beside the paper's
     paper_rows = ["late_fusion", "qmf", "cca", "dcca", "dccae", "ae", "cra", "mmin", "if_mmin", "cpm_net", "tate", "mla"]
     ours, paper = t2.split("## Paper", 1)
@@ -274,7 +274,7 @@ def test_missing_jobs_make_claims_not_evaluated(tmp_path, monkeypatch):
     assert claims["e_modality_gap"]["summary"] == "not evaluated"
     assert claims["d_ablation"]["summary"] == "inconclusive (12 inconclusive of 12 comparisons)"
     assert "one seed: no interval" in (out / "claims.md").read_text()
-    assert "| multi | — | not reproduced | not reproduced |" in (out / "table1.md").read_text()
+    assert "| multi | — | not run | not run |" in (out / "table1.md").read_text()
     assert metrics["table1"]["builtin_av/ours"]["multi"]["mla"]["std"] is None
     # The report's files are the same for every config (dvc.yaml lists them): "not run" instead.
     assert sorted(str(p) for p in out.iterdir()) == sorted(grid.report_files(cfg))

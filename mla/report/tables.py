@@ -163,8 +163,8 @@ def table1(cfg: dict, results: dict[str, JobResult], paper: dict) -> Table:
         for meth in methods:
             job = find_job(results, "train", d, meth) if meth in cfg["methods"] else None
             for r in rows:
-                if meth not in cfg["methods"]:
-                    cells[r][meth] = NOT_REPRODUCED
+                if meth not in cfg["methods"]:  # implemented but left out of this config: not run
+                    cells[r][meth] = NOT_RUN if meth in catalog.METHODS else NOT_REPRODUCED
                 else:
                     cells[r][meth] = job.acc("test", r) if job else NOT_RUN
         t.blocks.append(_block(f"{d}/ours", f"{d} (ours)", cells, rows, ["alone"] + methods, group=d))
@@ -202,7 +202,7 @@ def table2(cfg: dict, results: dict[str, JobResult], paper: dict) -> Table:
             runs = []
             for m in rows:
                 if m not in cfg["missing"]["methods"]:
-                    cells[m][col] = NOT_REPRODUCED
+                    cells[m][col] = NOT_RUN if m in catalog.METHODS else NOT_REPRODUCED
                     continue
                 job = find_job(results, "missing", d, m, rate=float(rate))
                 cells[m][col] = job.acc("test", "multi") if job else NOT_RUN
