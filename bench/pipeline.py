@@ -1,11 +1,20 @@
-"""Benchmark the first README command's pipeline part on this machine.
+"""Benchmark the first README command's pipeline part on this machine, and say where the time goes.
 
 Clones the committed HEAD into a temporary directory (so nothing is reused), links the
-project's environment, runs ``snakemake --cores 8 all`` and reports: job count, per-job
-start-up time (importing the training stack), wall time, and peak memory (the largest
-single process, and the whole machine's used memory sampled every 0.5 s).
+project's environment, runs ``snakemake --cores 8 all`` and reports: job count, wall time, peak
+memory (the largest single process, and the whole machine's used memory sampled every 0.5 s), and
+where the time goes:
 
-    uv run python bench/pipeline.py [--keep] [--cores 8]
+- ``rules``: per Snakemake rule, jobs and summed job seconds (start to finish in Snakemake's log);
+- ``training_jobs``: inside the train jobs, summed over jobs and seeds, the seconds each process
+  spent starting (interpreter and imports), loading the feature store, setting a run up (masks,
+  frozen features, model), training, evaluating (val and test every epoch) and saving resume state
+  (from each run's ``provenance.json``), and the rest (writing results, publishing);
+- ``run_s_per_method``: mean seconds per run (one seed) per method and phase.
+
+Summed job seconds exceed the wall time when jobs run in parallel (``--cores``).
+
+    uv run python bench/pipeline.py [--keep] [--cores 8] [--configfile FILE]
 """
 from __future__ import annotations
 
@@ -41,16 +50,65 @@ def startup_s(cwd: Path, env: dict) -> float:
     return min(times)
 
 
+def rule_seconds(log: str) -> dict[str, dict]:
+    """Per rule: jobs and summed seconds from start to finish, read from Snakemake's log (a
+    ``[timestamp]`` line precedes each ``rule``/``localrule`` block and each ``Finished jobid``)."""
+    stamp, rule, started, names = None, None, {}, {}
+    per_rule: dict[str, dict] = {}
+    for line in log.splitlines():
+        line = line.strip()
+        if m := re.fullmatch(r"\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]", line):
+            stamp = time.mktime(time.strptime(m.group(1), "%a %b %d %H:%M:%S %Y"))
+        elif m := re.fullmatch(r"(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+        elif (m := re.fullmatch(r"jobid: (\d+)", line)) and rule is not None:
+            started[m.group(1)], names[m.group(1)], rule = stamp, rule, None
+        elif (m := re.match(r"Finished jobid: (\d+)", line)) and m.group(1) in started:
+            name = names[m.group(1)]
+            entry = per_rule.setdefault(name, {"jobs": 0, "job_s": 0.0})
+            entry["jobs"] += 1
+            entry["job_s"] = round(entry["job_s"] + stamp - started[m.group(1)], 1)
+    return per_rule
+
+
+def time_breakdown(proj: Path, log: str) -> dict:
+    """Where the time went: per rule (Snakemake's log), inside the training jobs and per method
+    (each run's ``provenance.json``)."""
+    parts = {"startup": 0.0, "load": 0.0, "setup": 0.0, "train": 0.0, "eval": 0.0, "save": 0.0, "rest": 0.0}
+    per_method: dict[str, list[float]] = {}
+    seen_jobs = set()
+    for prov in sorted(proj.glob("results/*/*/*/*/seed*/provenance.json")):
+        info = json.loads(prov.read_text())
+        seconds = dict(info.get("seconds", {}))
+        job = seconds.pop("job", {})
+        if prov.parent.parent not in seen_jobs:  # per job: start-up and loading happen once
+            seen_jobs.add(prov.parent.parent)
+            for k in ("startup", "load"):
+                parts[k] += job.get(k) or 0.0
+        for k, v in seconds.items():
+            parts[k] += v
+        parts["rest"] += max(0.0, info["wall_s"] - sum(seconds.values()))
+        phase, tag = prov.parts[-5], prov.parts[-3].split("-")[0]
+        per_method.setdefault(f"{phase}/{tag}", []).append(info["wall_s"])
+    return {
+        "rules": rule_seconds(log),
+        "training_jobs": {"jobs": len(seen_jobs), **{f"{k}_s": round(v, 1) for k, v in parts.items()}},
+        "run_s_per_method": {k: round(sum(v) / len(v), 1) for k, v in sorted(per_method.items())},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", default="8")
     ap.add_argument("--keep", action="store_true", help="keep the temporary clone")
+    ap.add_argument("--configfile", help="config overlay, relative to the repository root (default: none)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mla-bench-"))
     proj = tmp / "project"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(proj)], check=True)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--workflow-profile", "none", "all"], cwd=proj,
+    overlay = ["--configfile", args.configfile] if args.configfile else []
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--workflow-profile", "none", "all", *overlay], cwd=proj,
                          env=env, capture_output=True, text=True, check=True)
     totals = re.findall(r"^total\s+(\d+)", dry.stdout + dry.stderr, flags=re.M)
     baseline = used_mib()
@@ -64,8 +122,9 @@ def main() -> None:
 
     threading.Thread(target=sample, daemon=True).start()
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "snakemake", "--cores", args.cores, "all"], cwd=proj, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "snakemake", "--cores", args.cores, "all", *overlay], cwd=proj,
+                         env=env, capture_output=True, text=True)
+    (proj / "pipeline-bench.log").write_text(out.stdout + out.stderr)
     wall = time.perf_counter() - start
     done.set()
     if out.returncode:
@@ -77,13 +136,8 @@ def main() -> None:
         "peak_single_process_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "peak_machine_used_mib_above_baseline": round(peak[0] - baseline, 1),
         "cpus": os.cpu_count(),
-        "train_wall_s_per_run": {},
     }
-    per_method: dict[str, list[float]] = {}
-    for prov in proj.glob("results/*/*/*/*/seed*/provenance.json"):
-        tag = prov.parts[-3].split("-")[0]
-        per_method.setdefault(tag, []).append(json.loads(prov.read_text())["wall_s"])
-    result["train_wall_s_per_run"] = {k: round(sum(v) / len(v), 1) for k, v in sorted(per_method.items())}
+    result.update(time_breakdown(proj, out.stdout + out.stderr))
     print(json.dumps(result, indent=2))
     if args.keep:
         print(f"kept {proj}")

@@ -7,6 +7,7 @@ a separate ``provenance.json``.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import resource
 import socket
@@ -45,6 +46,18 @@ def static_provenance() -> dict:
         "python": platform.python_version(),
         "versions": versions,
     }
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (interpreter start-up and imports included), from
+    ``/proc/self/stat``; None where there is no ``/proc``."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of proc(5): starttime, in clock ticks since boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 3)
 
 
 def runtime_provenance(wall_s: float) -> dict:

@@ -36,7 +36,7 @@ from mla.methods.base import create_method, Method
 from mla.missing import SPLITS, draw_mask, realised
 from mla.models.encoders import create_encoder
 from mla.models.init import initialise
-from mla.provenance import runtime_provenance, static_provenance
+from mla.provenance import process_age_s, runtime_provenance, static_provenance
 from mla.safepaths import confine, remove_tree
 
 
@@ -210,11 +210,15 @@ class Selection:
 
 
 def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
-              work: RunWork | None = None) -> tuple[dict, list[dict], dict, dict]:
+              work: RunWork | None = None, seconds: dict | None = None) -> tuple[dict, list[dict], dict, dict]:
     """Train one seed; return (metrics, epoch log, selected state_dict, presence masks).
 
     With ``work``, the run resumes from the state saved there and saves its state after every epoch.
+    ``seconds``, if given, receives where this process spent the run's time: ``setup`` (masks, frozen
+    features, model), ``train`` (training steps), ``eval`` (scoring val and test every epoch) and
+    ``save`` (per-epoch resume state); ``provenance.json`` records it, ``bench/pipeline.py`` sums it.
     """
+    clock = _Clock(seconds)
     # --- seed -------------------------------------------------------------------------
     gen = seed_everything(seed)
     place = placement(cfg)
@@ -235,6 +239,8 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
     tr = config_mod.training_for(cfg, job.method)  # frozen-feature baselines: missing.frozen_training over it
     optimizer, scheduler = build_optimizer({**cfg, "training": tr}, method.parameters())
     log, sel = [], Selection("val" if len(data["val"]) else "test")  # val_fraction 0 = the released protocol
+
+    clock.lap("setup")
 
     # --- resume -----------------------------------------------------------------------
     saved = work.load_state(device) if work is not None else None
@@ -258,6 +264,7 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
             losses.append(loss)
         if scheduler is not None:
             scheduler.step()
+        clock.lap("train")
         # --- eval -------------------------------------------------------------------------
         with place.autocast():
             scores = {s: accuracies(method, data[s], tr["eval_batch_size"]) for s in ("val", "test") if len(data[s])}
@@ -268,12 +275,14 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
                     **{f"{s}_fusion": split_metrics(a)[1] for s, a in scores.items() if split_metrics(a)[1]},
                     **(diagnostics() if diagnostics is not None else {})})
         sel.update(epoch, scores, method)
+        clock.lap("eval")
         # --- save -------------------------------------------------------------------------
         if work is not None:
             work.save_state(checkpoint.capture(epoch, method, optimizer, scheduler, gen, device,
                                                log=log, selection=vars(sel)))
             print(f"{job.id} seed {seed} epoch {epoch}/{tr['epochs']}: {len(losses)} steps, "
                   f"train loss {log[-1]['train_loss']}, state saved", flush=True)
+        clock.lap("save")
 
     # --- select -----------------------------------------------------------------------
     metrics = run_metrics(job, seed, method, data, masks, missing, sel.best, device)
@@ -282,7 +291,21 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
                    fusion_selection=sel.fusion_best)
     if components is not None:
         metrics["components"] = components
+    clock.lap("eval")
     return metrics, log, sel.best_state, masks
+
+
+class _Clock:
+    """Adds the seconds since the previous lap to ``seconds[name]`` (nothing when ``seconds`` is None)."""
+
+    def __init__(self, seconds: dict | None) -> None:
+        self.seconds, self.last = seconds, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.seconds is not None:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self.last, 3)
+        self.last = now
 
 
 def run_metrics(job: grid.Job, seed: int, method: Method, data: dict[str, SplitTensors], masks: dict,
@@ -347,7 +370,7 @@ def assemble_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int) -> tupl
 
 def write_run(run_dir: str | os.PathLike, cfg: dict, metrics: dict, log: list[dict], state: dict, masks: dict,
               wall_s: float, resumed_from: int | None = None,
-              root: str | os.PathLike = checkpoint.RESULTS_ROOT) -> None:
+              root: str | os.PathLike = checkpoint.RESULTS_ROOT, seconds: dict | None = None) -> None:
     """Write one run's directory atomically (a temporary sibling renamed into place); ``run_dir`` must
     lie in ``root`` (``results/``, or ``work/`` for a run kept until its job finishes)."""
     with name_on_error(run_dir), atomic_directory(run_dir, root) as tmp:
@@ -360,7 +383,8 @@ def write_run(run_dir: str | os.PathLike, cfg: dict, metrics: dict, log: list[di
         (tmp / "log.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in log))
         if masks:
             save_npz(tmp / "missing_masks.npz", masks)
-        write_json(tmp / "provenance.json", {**runtime_provenance(wall_s), "resumed_from_epoch": resumed_from})
+        write_json(tmp / "provenance.json", {**runtime_provenance(wall_s), "resumed_from_epoch": resumed_from,
+                                             "seconds": seconds or {}})
 
 
 def run_job(cfg: dict, job_id: str) -> None:
@@ -372,12 +396,16 @@ def run_job(cfg: dict, job_id: str) -> None:
     assembles = catalog.method_info(job.method).assembles  # scoring only: seconds, nothing to resume
     work = None if assembles else JobWork(cfg, job)  # locks the job's work directory
     set_threads(cfg["threads"])
+    started = time.perf_counter()
     ds = load_dataset(cfg, job.dataset)
+    # Per job: interpreter and imports before this function, and the feature store's load.
+    job_seconds = {"startup": process_age_s(), "load": round(time.perf_counter() - started, 3)}
     if work is None:
         for r in job.runs:
             start = time.perf_counter()
             metrics, log, state, masks = assemble_run(cfg, job, ds, r.seed)
-            write_run(r.run_dir, cfg, metrics, log, state, masks, time.perf_counter() - start)
+            write_run(r.run_dir, cfg, metrics, log, state, masks, time.perf_counter() - start,
+                      seconds={"job": job_seconds, "eval": round(time.perf_counter() - start, 3)})
             print(f"{job.id} seed {r.seed}: test {metrics['test']}", flush=True)
         mark_complete(job)
         return
@@ -386,8 +414,10 @@ def run_job(cfg: dict, job_id: str) -> None:
         if run.finished:
             print(f"{job.id} seed {r.seed}: finished before, restored from {run.run_dir}", flush=True)
         else:
-            metrics, log, state, masks = train_run(cfg, job, ds, r.seed, run)
-            write_run(run.run_dir, cfg, metrics, log, state, masks, run.wall_s(), run.resumed_from, root=run.root)
+            seconds = {"job": job_seconds}
+            metrics, log, state, masks = train_run(cfg, job, ds, r.seed, run, seconds)
+            write_run(run.run_dir, cfg, metrics, log, state, masks, run.wall_s(), run.resumed_from, root=run.root,
+                      seconds=seconds)
             run.drop_state()
             print(f"{job.id} seed {r.seed}: test {metrics['test']} (epoch {metrics['selected_epoch']})", flush=True)
         checkpoint.publish(run, r.run_dir)
