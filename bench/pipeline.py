@@ -137,7 +137,8 @@ def main() -> None:
         "peak_machine_used_mib_above_baseline": round(peak[0] - baseline, 1),
         "cpus": os.cpu_count(),
     }
-    result.update(time_breakdown(proj, out.stdout + out.stderr))
+    logs = sorted((proj / ".snakemake" / "log").glob("*.snakemake.log"))  # the complete log (the console is a bar)
+    result.update(time_breakdown(proj, logs[-1].read_text() if logs else ""))
     print(json.dumps(result, indent=2))
     if args.keep:
         print(f"kept {proj}")

@@ -22,7 +22,6 @@ from itertools import combinations
 import numpy as np
 import torch
 from torch import nn
-from sklearn.svm import LinearSVC
 
 # Fewest rows that define a (co)variance: below it a modality cannot be centred or whitened.
 MIN_ROWS = 2
@@ -134,6 +133,8 @@ class LinearSVM(nn.Module):
     @torch.no_grad()
     def fit(self, z: np.ndarray, labels: np.ndarray) -> None:
         """Fit on the training components ``z`` (n, d) and their ``labels`` (n,)."""
+        from sklearn.svm import LinearSVC  # here, not at the top: importing scikit-learn costs every job ~1 s
+
         clf = LinearSVC(C=self.c, dual=False, random_state=0).fit(z.astype(np.float64), labels)
         w = np.zeros(tuple(self.weight.shape))
         b = np.full(self.bias.shape[0], self.ABSENT_CLASS_BIAS)
