@@ -14,7 +14,10 @@ where the time goes:
 
 Summed job seconds exceed the wall time when jobs run in parallel (``--cores``).
 
-    uv run python bench/pipeline.py [--keep] [--cores 8] [--configfile FILE]
+    uv run python bench/pipeline.py [--keep] [--cores 8] [--configfile FILE] [--write]
+
+``--write`` (default config only) saves the figures to ``bench/results/pipeline.json``, from which
+``python -m mla readme`` writes the README's timing sentence.
 """
 from __future__ import annotations
 
@@ -102,6 +105,7 @@ def main() -> None:
     ap.add_argument("--cores", default="8")
     ap.add_argument("--keep", action="store_true", help="keep the temporary clone")
     ap.add_argument("--configfile", help="config overlay, relative to the repository root (default: none)")
+    ap.add_argument("--write", action="store_true", help="save the figures to bench/results/pipeline.json")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mla-bench-"))
     proj = tmp / "project"
@@ -130,6 +134,9 @@ def main() -> None:
     if out.returncode:
         sys.exit(f"snakemake failed:\n{out.stderr[-5000:]}")
     result = {
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=proj, capture_output=True, text=True,
+                                 check=True).stdout.strip(),
+        "cores": args.cores,
         "jobs": int(totals[-1]) if totals else None,
         "wall_s": round(wall, 1),
         "startup_s_per_job": round(startup_s(proj, env), 2),
@@ -140,6 +147,11 @@ def main() -> None:
     logs = sorted((proj / ".snakemake" / "log").glob("*.snakemake.log"))  # the complete log (the console is a bar)
     result.update(time_breakdown(proj, logs[-1].read_text() if logs else ""))
     print(json.dumps(result, indent=2))
+    if args.write:
+        if args.configfile:
+            sys.exit("--write records the default config's figures: leave out --configfile")
+        (ROOT / "bench" / "results").mkdir(exist_ok=True)
+        (ROOT / "bench" / "results" / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.keep:
         print(f"kept {proj}")
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from mla import config as config_mod, grid
 from mla.errors import UserError
@@ -78,6 +79,19 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     cfg = _cfg(args)
     build_report(cfg, args.out or grid.report_dir(cfg))
+
+
+def cmd_readme(args: argparse.Namespace) -> None:
+    from mla.report.readme import render_readme
+
+    text = render_readme(".", args.name)
+    readme = Path("README.md")
+    if args.check:
+        if text != readme.read_text(encoding="utf-8"):
+            raise SystemExit("mla readme: README.md's generated blocks differ from reports/"
+                             f"{args.name}/readme.md or bench/results/pipeline.json; run: python -m mla readme")
+        return
+    readme.write_text(text, encoding="utf-8")
 
 
 def cmd_jobs(args: argparse.Namespace) -> None:
@@ -155,6 +169,11 @@ def parser() -> argparse.ArgumentParser:
     sp = add("report", cmd_report, "tables, figures and report.html")
     sp.add_argument("--out", default=None)
     add("jobs", cmd_jobs, "list the grid's job ids")
+    sp = sub.add_parser("readme", help="copy the run's results (reports/<name>/readme.md) and bench/pipeline.py's "
+                        "figures (bench/results/pipeline.json) into README.md's generated blocks")
+    sp.add_argument("--name", default="builtin", help="the config name whose report the README shows")
+    sp.add_argument("--check", action="store_true", help="only check that README.md is up to date (exit 1 if not)")
+    sp.set_defaults(func=cmd_readme)
     sp = add("fixture", cmd_fixture, "write a real dataset's small fixture copy in its real layout (try the "
              "real-data steps without the data; see docs/try-real-data.md)")
     sp.add_argument("--dataset", required=True, help="cremad, ks, food101, mvsa or iemocap")

@@ -120,7 +120,7 @@ def report_files(cfg: dict) -> list[str]:
     outside the grid say 'not run'), so dvc.yaml can list them: the report rule's outputs."""
     rep = report_dir(cfg)
     files = [f"{rep}/{t}.{ext}" for t in REPORT_TABLES for ext in ("md", "csv", "html")]
-    return files + [f"{rep}/{f}" for f in ("claims.md", "report.html", "metrics.json", "scores.json",
+    return files + [f"{rep}/{f}" for f in ("claims.md", "readme.md", "report.html", "metrics.json", "scores.json",
                                           "training_curves.png", "modality_gap.png", "table1.png", "table2.png",
                                           "table3.png")]
 

@@ -251,6 +251,7 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
         print(f"{job.id} seed {seed}: resumed from epoch {saved['epoch']} ({work.state_path})", flush=True)
 
     # --- epochs -----------------------------------------------------------------------
+    every, saved_at = cfg.get("save_state_every_s", 0), time.perf_counter()
     for epoch in range(first_epoch, tr["epochs"] + 1):
         method.train()
         losses = []
@@ -277,9 +278,13 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
         sel.update(epoch, scores, method)
         clock.lap("eval")
         # --- save -------------------------------------------------------------------------
-        if work is not None:
+        # Every epoch's state makes a kill cost at most one epoch; with save_state_every_s > 0, only
+        # once that many seconds passed (a run of seconds is cheaper to redo than to save 16 times).
+        # Resuming from any saved epoch gives the same bytes, so the interval changes no result.
+        if work is not None and (every == 0 or (epoch < tr["epochs"] and time.perf_counter() - saved_at >= every)):
             work.save_state(checkpoint.capture(epoch, method, optimizer, scheduler, gen, device,
                                                log=log, selection=vars(sel)))
+            saved_at = time.perf_counter()
             print(f"{job.id} seed {seed} epoch {epoch}/{tr['epochs']}: {len(losses)} steps, "
                   f"train loss {log[-1]['train_loss']}, state saved", flush=True)
         clock.lap("save")

@@ -38,6 +38,7 @@ def tiny(cfg: dict) -> None:
     cfg["data"] = {"builtin_it": {**cfg["data"]["builtin_it"], "n_train": 128, "n_test": 32}}
     cfg["features"]["shard_size"] = 64
     cfg["training"]["epochs"] = EPOCHS
+    cfg["save_state_every_s"] = 0  # a state after every epoch: the kills below land between any two
 
 
 @pytest.fixture(scope="module")

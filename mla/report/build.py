@@ -10,6 +10,7 @@ from mla.report import claims as claims_mod
 from mla.report import figures, result_figures, tables
 from mla.report.collect import collect, load_gaps, load_released_scores, provenance
 from mla.report.html import report_html
+from mla.report.readme import results_md
 from mla.report.scores import write_scores
 
 
@@ -52,4 +53,6 @@ def build_report(cfg: dict, out_dir: str) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, sort_keys=True, indent=2, allow_nan=False) + "\n",
                                       encoding="utf-8")
     write_scores(metrics, out)  # the scalar summary DVC shows (dvc.yaml metrics)
+    readme = results_md(cfg, claims_mod.scoreboard_md(claims), claims_mod.noise_line(noise), metrics["table1"])
+    (out / "readme.md").write_text(readme, encoding="utf-8")  # README.md's generated results (python -m mla readme)
     (out / "report.html").write_text(report_html(cfg, tabs, claims, noise, figs, prov, config_sha), encoding="utf-8")
