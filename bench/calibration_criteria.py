@@ -22,6 +22,8 @@ per-modality runs, which late fusion assembles, are kept in ``<cache>.states/``)
     uv run python bench/calibration_criteria.py --datasets builtin_av --methods unimodal concat \\
         --seeds 0 1 2 [--set training.epochs=12 ...] [--cache work/calibration/runs.jsonl]
 
+``--from-results`` reads the runs of a finished pipeline (``snakemake --cores 8 all``) instead of training.
+
 Needs the datasets' feature stores (``snakemake --cores 2 phase_data``). Calibrate on the
 joint-vs-alone and convergence results only, never on MLA's results.
 """
@@ -127,7 +129,7 @@ def collect(cfg: dict, datasets: list[str], methods: list[str], seeds: list[int]
     out = []
     with cache_path.open("a") as sink:
         for d in datasets:
-            ds = load_dataset(d)
+            ds = load_dataset(cfg, d)
             jobs = [j for j in grid.jobs(cfg) if j.phase == "train" and j.dataset == d and j.method in methods]
             by_id = {j.id: j for j in grid.jobs(cfg)}
             for job in jobs:
@@ -153,6 +155,27 @@ def collect(cfg: dict, datasets: list[str], methods: list[str], seeds: list[int]
                         print(f"  {d} {job.tag} seed {seed}: test {record['test']} epoch {record['selected_epoch']}"
                               f" ({record['wall_s']} s)", flush=True)
                     out.append({**cache[key], "method": job.method, "modality": job.modality})
+    return out
+
+
+def pipeline_records(cfg: dict, datasets: list[str], methods: list[str], seeds: list[int]) -> list[dict]:
+    """The same records read from a finished pipeline's Table 1 runs (``results/<name>/train/``) instead of
+    training: the criteria of exactly the runs the report shows."""
+    out = []
+    for job in grid.jobs(cfg):
+        if job.phase != "train" or job.dataset not in datasets or job.method not in methods:
+            continue
+        for seed in seeds:
+            run = Path(job.job_dir) / f"seed{seed}"
+            if not (run / "metrics.json").is_file():
+                raise SystemExit(f"{run}: no finished run (run the pipeline first, or leave out --from-results)")
+            metrics = json.loads((run / "metrics.json").read_text())
+            log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line]
+            out.append({"tag": job.tag, "dataset": job.dataset, "seed": seed, "test": metrics["test"],
+                        "val_curve": [row["val"]["multi"] for row in log] or None,
+                        "selected_epoch": metrics["selected_epoch"],
+                        "wall_s": json.loads((run / "provenance.json").read_text())["wall_s"],
+                        "method": job.method, "modality": job.modality})
     return out
 
 
@@ -231,6 +254,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the config's seeds")
     ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     ap.add_argument("--cache", type=Path, default=Path("work/calibration/runs.jsonl"), help="run records (git-ignored)")
+    ap.add_argument("--from-results", action="store_true",
+                    help="read the finished pipeline's runs (results/<name>/train/) instead of training")
     args = ap.parse_args()
     cfg = config.load(args.config, args.set)
     datasets = args.datasets or cfg["datasets"]
@@ -240,7 +265,8 @@ def main() -> None:
                                                "analysis.datasets=[]", "missing.datasets=[]", "ablation.datasets=[]"])
     set_threads(cfg["threads"])
     print(settings(cfg, datasets, seeds), flush=True)
-    records = collect(cfg, datasets, methods, seeds, args.cache)
+    records = (pipeline_records(cfg, datasets, methods, seeds) if args.from_results
+               else collect(cfg, datasets, methods, seeds, args.cache))
     print("\n" + settings(cfg, datasets, seeds))
     report(cfg, records)
 

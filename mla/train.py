@@ -236,6 +236,7 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
 
     # --- build ------------------------------------------------------------------------
     method = place.module(build_method(cfg, job, ds, modalities, seed))
+    method.score_modalities = job.missing_rate is None  # Table 2 reads the fused accuracy only
     tr = config_mod.training_for(cfg, job.method)  # frozen-feature baselines: missing.frozen_training over it
     optimizer, scheduler = build_optimizer({**cfg, "training": tr}, method.parameters())
     log, sel = [], Selection("val" if len(data["val"]) else "test")  # val_fraction 0 = the released protocol

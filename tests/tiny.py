@@ -25,7 +25,7 @@ def one_thread():
 def tiny_config(root, epochs: int = 3, **top) -> dict:
     """The repository's config, shrunk to seconds: builtin_it, one seed, small encoders."""
     cfg = config.load(root / "config" / "config.yaml")
-    cfg.update(seeds=[0], datasets=["builtin_it"], **top)
+    cfg.update({"seeds": [0], "datasets": ["builtin_it"], "save_state_every_s": 0, **top})  # resume state every epoch
     cfg["methods"] = [m for m in catalog.METHODS if 2 in catalog.method_info(m).modality_counts]
     cfg["model"] = {"feature_dim": 16, "encoders": {
         "image": {"name": "resnet18", "width": 2, "stem": "small"},

@@ -260,7 +260,7 @@ class ImputationMethod(Method):
         the method's own treatment of missing modalities standing in for deactivation."""
         present = batch["present"]
         out = {"multi": self.logits(self.modality_inputs(batch, present))}
-        for i, m in enumerate(self.modalities):
+        for i, m in enumerate(self.modalities if self.score_modalities else ()):
             only = torch.zeros_like(present)
             only[:, i] = present[:, i]
             out[m] = self.logits(self.modality_inputs(batch, only))

@@ -76,6 +76,12 @@ class Method(nn.Module):
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    #: False: ``predict`` may leave out the per-modality keys and return the fused ones only (``multi``,
+    #: ``multi:<fusion>``). The training loop sets it for runs whose per-modality accuracies no table or
+    #: claim reads (Table 2's missing phase), where a baseline that predicts a modality alone by running
+    #: its model once more (the frozen-feature baselines) would spend most of its scoring on them.
+    score_modalities: bool = True
+
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The loss of every method: plain cross-entropy, as in [C]."""

@@ -303,9 +303,10 @@ class CPMNet(Method):
         if not self.train_latents.shape[0]:
             raise RuntimeError("method cpm_net: predict before training (no training latents)")
         views, present, b = self.views(batch), batch["present"], len(batch["label"])
-        copies = 1 + len(self.modalities)  # all present views; then each modality alone
+        alone_of = self.modalities if self.score_modalities else ()
+        copies = 1 + len(alone_of)  # all present views; then each modality alone
         alone = torch.eye(len(self.modalities), dtype=torch.bool, device=present.device)
-        masks = torch.cat([present] + [present & alone[i] for i in range(len(self.modalities))])
+        masks = torch.cat([present] + [present & alone[i] for i in range(len(alone_of))])
         stacked = {m: v.repeat(copies, 1) for m, v in views.items()}
         k = self.options["latent_dim"]
         init = per_sample_uniform(batch["index"].cpu(), k, xavier_bound(self.train_latents.shape[0], k))
@@ -314,4 +315,4 @@ class CPMNet(Method):
         known = self.train_labels >= 0  # every row once a whole training split has been seen
         logits = class_mean_similarity(h, self.train_latents.detach()[known], self.train_labels[known], self.n_classes)
         parts = logits.split(b)
-        return {"multi": parts[0], **{m: parts[1 + i] for i, m in enumerate(self.modalities)}}
+        return {"multi": parts[0], **{m: parts[1 + i] for i, m in enumerate(alone_of)}}

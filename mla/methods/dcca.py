@@ -172,7 +172,7 @@ class DCCA(Method):
 
     def predict(self, batch: dict) -> dict[str, torch.Tensor]:
         out = {"multi": self.svm(self.components(batch))}
-        for m in self.modalities:
+        for m in self.modalities if self.score_modalities else ():
             out[m] = self.svm(self.components(batch, keep=m))
         return out
 

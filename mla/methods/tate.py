@@ -243,7 +243,7 @@ class TATE(Method):
         """Logits with the batch's presence mask, and for each modality with only it counted present."""
         present = batch["present"]
         out = {"multi": self.forward_parts(batch, present)["logits"]}
-        for i, k in enumerate(self.modalities):
+        for i, k in enumerate(self.modalities if self.score_modalities else ()):
             alone = torch.zeros_like(present)
             alone[:, i] = present[:, i]
             out[k] = self.forward_parts(batch, alone)["logits"]
