@@ -2,7 +2,8 @@
 
 Clones the committed HEAD into a temporary directory (so nothing is reused), links the
 project's environment, runs ``snakemake --cores 8 all`` and reports: job count, wall time, peak
-memory (the largest single process, and the whole machine's used memory sampled every 0.5 s), and
+memory (the largest single process, and the whole machine's used memory sampled every 0.5 s), the
+CPU seconds of all its processes (``cpu_s``: what another load on the machine does not inflate), and
 where the time goes:
 
 - ``rules``: per Snakemake rule, jobs and summed job seconds (start to finish in Snakemake's log);
@@ -125,11 +126,14 @@ def main() -> None:
             time.sleep(0.5)
 
     threading.Thread(target=sample, daemon=True).start()
+    cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))  # noqa: E731
+    cpu_before = cpu()
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "snakemake", "--cores", args.cores, "all", *overlay], cwd=proj,
                          env=env, capture_output=True, text=True)
     (proj / "pipeline-bench.log").write_text(out.stdout + out.stderr)
     wall = time.perf_counter() - start
+    cpu_s = cpu() - cpu_before  # every process of the run: contention from other work hardly changes it
     done.set()
     if out.returncode:
         sys.exit(f"snakemake failed:\n{out.stderr[-5000:]}")
@@ -139,6 +143,7 @@ def main() -> None:
         "cores": args.cores,
         "jobs": int(totals[-1]) if totals else None,
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu_s, 1),
         "startup_s_per_job": round(startup_s(proj, env), 2),
         "peak_single_process_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "peak_machine_used_mib_above_baseline": round(peak[0] - baseline, 1),
