@@ -497,7 +497,7 @@ table.tbl{border-collapse:collapse;font-size:.9em}
 table.tbl td,table.tbl th{border-bottom:1px solid #ccc;padding:.2em .6em;text-align:right}
 .caption,.note{font-size:.9em;color:#444;max-width:70em}
 .holds{color:#075}.fails{color:#a00}.unsure{color:#a60}.na{color:#777}
-.scoreboard td,.scoreboard th{text-align:left}"""
+table.tbl.scoreboard td,table.tbl.scoreboard th{text-align:left}"""
 
 
 def html_page(title: str, body: str) -> str:
