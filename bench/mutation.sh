@@ -29,7 +29,9 @@ for f in "${files[@]}"; do
   [ -f "$f" ] || { echo "bench/mutation.sh: no file $f (give paths relative to the repository root)" >&2; exit 2; }
 done
 TESTS=(tests/test_methods.py tests/test_baselines.py tests/test_hgm.py tests/test_mla_released.py
-       tests/test_init_augment.py tests/test_method_contracts.py)
+       tests/test_init_augment.py tests/test_method_contracts.py tests/test_missing_protocol.py
+       tests/test_missing_baselines.py tests/test_missing_baselines_ae.py
+       tests/test_missing_baselines_cca.py tests/test_missing_baselines_cpm_tate.py)
 
 UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1 uv sync --locked --extra dev --extra mutation --quiet
 

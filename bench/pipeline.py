@@ -101,6 +101,19 @@ def time_breakdown(proj: Path, log: str) -> dict:
     }
 
 
+def require_bytecode() -> None:
+    """Stop unless torch's bytecode is compiled in this environment: without it (``uv sync`` without
+    ``UV_COMPILE_BYTECODE=1`` where ``PYTHONDONTWRITEBYTECODE`` is set) every job compiles torch's
+    sources again, about 3 s a job, 2 minutes of the default grid's wall time on two cores, a cost
+    the README's command (which sets ``UV_COMPILE_BYTECODE=1``) does not have."""
+    import importlib.util
+    origin = importlib.util.find_spec("torch").origin  # finds, imports nothing
+    if not Path(importlib.util.cache_from_source(origin)).exists():
+        raise SystemExit(f"bench/pipeline.py: {origin} has no compiled bytecode, so every job would compile "
+                         "torch again and the figures would not be the README command's; run "
+                         "`UV_COMPILE_BYTECODE=1 uv sync --locked --extra dev` first")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", default="8")
@@ -108,6 +121,7 @@ def main() -> None:
     ap.add_argument("--configfile", help="config overlay, relative to the repository root (default: none)")
     ap.add_argument("--write", action="store_true", help="save the figures to bench/results/pipeline.json")
     args = ap.parse_args()
+    require_bytecode()
     tmp = Path(tempfile.mkdtemp(prefix="mla-bench-"))
     proj = tmp / "project"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(proj)], check=True)
