@@ -249,7 +249,7 @@ def scoreboard_md(claims: list[Claim]) -> str:
     return "\n".join(rows)
 
 
-SHORT = {"a_laziness": "joint training leaves a modality lazy",
+SHORT = {"a_laziness": "every modality is weaker trained jointly than alone",
          "b_mla_multi": "MLA's fused accuracy beats every method (Table 1)",
          "c_weak_modality": "MLA lifts the lazy modality",
          "d_ablation": "HGM and DF each help (Table 3)",
