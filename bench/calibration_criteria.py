@@ -267,7 +267,8 @@ def main() -> None:
     print(settings(cfg, datasets, seeds), flush=True)
     records = (pipeline_records(cfg, datasets, methods, seeds) if args.from_results
                else collect(cfg, datasets, methods, seeds, args.cache))
-    print("\n" + settings(cfg, datasets, seeds))
+    if not args.from_results:  # training printed its progress since: repeat what was measured
+        print("\n" + settings(cfg, datasets, seeds))
     report(cfg, records)
 
 
