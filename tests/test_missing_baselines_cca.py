@@ -198,3 +198,37 @@ def test_cca_method_components_svm_and_absent_modalities():
     w = cca.proj.clone()
     list(cca.epoch_batches(data, 32, torch.Generator().manual_seed(1)))
     assert torch.equal(w, cca.proj)
+
+
+def test_linear_svm_logits_match_linearsvc_and_absent_classes_never_win():
+    """Multi-class: logits == LinearSVC's decision function on the classes seen, -1e4 on a class the
+    training labels lack; two classes: [0, d] so argmax == LinearSVC.predict; one class (LinearSVC
+    refuses it): that class everywhere."""
+    from mla.methods.cca_parts import LinearSVM
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(60, 3))
+    labels = np.array([0, 1, 3] * 20)
+    z[labels == 1, 0] += 2.0
+    z[labels == 3, 1] += 2.0
+    svm = LinearSVM(3, 4, c=0.5)
+    svm.fit(z, labels)
+    ref = LinearSVC(C=0.5, dual=False, random_state=0).fit(z, labels)
+    logits = svm(torch.from_numpy(z)).numpy()
+    np.testing.assert_allclose(logits[:, [0, 1, 3]], ref.decision_function(z), rtol=1e-5, atol=1e-6)  # float32 weights
+    np.testing.assert_array_equal(logits[:, 2], np.full(60, LinearSVM.ABSENT_CLASS_BIAS))
+    assert not svm.weight.requires_grad and not svm.bias.requires_grad
+
+    two = labels[labels != 3]
+    svm2 = LinearSVM(3, 4, c=0.5)
+    svm2.fit(z[labels != 3], two)
+    ref2 = LinearSVC(C=0.5, dual=False, random_state=0).fit(z[labels != 3], two)
+    out = svm2(torch.from_numpy(z[labels != 3])).numpy()
+    np.testing.assert_allclose(out[:, 1], ref2.decision_function(z[labels != 3]), rtol=1e-5, atol=1e-6)  # float32 weights
+    np.testing.assert_array_equal(out[:, 0], 0.0)
+    np.testing.assert_array_equal(out.argmax(1), ref2.predict(z[labels != 3]))
+    assert (out[:, [2, 3]] == LinearSVM.ABSENT_CLASS_BIAS).all()
+
+    one = LinearSVM(3, 4, c=0.5)
+    one.fit(z[:5], np.full(5, 2))
+    pred = one(torch.from_numpy(z)).argmax(1)
+    assert (pred == 2).all() and float(one.weight.abs().sum()) == 0.0

@@ -135,17 +135,18 @@ class LinearSVM(nn.Module):
         """Fit on the training components ``z`` (n, d) and their ``labels`` (n,)."""
         from sklearn.svm import LinearSVC  # here, not at the top: importing scikit-learn costs every job ~1 s
 
-        clf = LinearSVC(C=self.c, dual=False, random_state=0).fit(z.astype(np.float64), labels)
         w = np.zeros(tuple(self.weight.shape))
         b = np.full(self.bias.shape[0], self.ABSENT_CLASS_BIAS)
-        classes = clf.classes_.astype(int)
-        if len(classes) == 2:  # scikit-learn keeps one row: d > 0 predicts classes[1]
-            w[classes[1]], b[classes[1]] = clf.coef_[0], clf.intercept_[0]
-            w[classes[0]], b[classes[0]] = 0.0, 0.0
-        elif len(classes) == 1:
+        classes = np.unique(labels).astype(int)
+        if len(classes) == 1:  # LinearSVC refuses a single class: the one seen is always predicted
             b[classes[0]] = 0.0
         else:
-            w[classes], b[classes] = clf.coef_, clf.intercept_
+            clf = LinearSVC(C=self.c, dual=False, random_state=0).fit(z.astype(np.float64), labels)
+            if len(classes) == 2:  # scikit-learn keeps one row: d > 0 predicts classes[1]
+                w[classes[1]], b[classes[1]] = clf.coef_[0], clf.intercept_[0]
+                b[classes[0]] = 0.0
+            else:
+                w[classes], b[classes] = clf.coef_, clf.intercept_
         self.weight.copy_(torch.from_numpy(w))
         self.bias.copy_(torch.from_numpy(b))
 
