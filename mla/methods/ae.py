@@ -36,7 +36,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from mla.methods.autoencoders import ReconstructionMethod, SimpleAE, check_layers
+from mla.methods.autoencoders import ReconstructionMethod, SimpleAE
+from mla.methods.option_checks import check_layers
 from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 

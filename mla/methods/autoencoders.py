@@ -36,32 +36,10 @@ import torch
 from torch import nn
 
 from mla.methods.base import Method
+from mla.methods.option_checks import (check_choice, check_count, check_fraction, check_layers,
+                                      check_positive)
 
 KEEP_RULES = ("proper", "any")
-
-
-def check_choice(method: str, option: str, value, choices: tuple) -> None:
-    """A clear error for an option value outside its choices."""
-    if value not in choices:
-        raise ValueError(f"method {method}: option {option}={value!r}; expected one of {', '.join(map(str, choices))} "
-                         f"(method_options.{method}.{option})")
-
-
-def check_layers(method: str, option: str, value) -> tuple[int, ...]:
-    """Layer sizes as a tuple of positive ints (YAML gives a list)."""
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ValueError(f"method {method}: option {option}={value!r}; expected a non-empty list of positive "
-                         f"integers (method_options.{method}.{option})")
-    return tuple(value)
-
-
-def check_positive(method: str, option: str, value, zero_ok: bool = False) -> float:
-    """A number > 0 (or >= 0)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if zero_ok else value > 0)
-    if not ok:
-        raise ValueError(f"method {method}: option {option}={value!r}; expected a number {'>=' if zero_ok else '>'} 0 "
-                         f"(method_options.{method}.{option})")
-    return float(value)
 
 
 # --- networks -------------------------------------------------------------------------------
@@ -288,11 +266,8 @@ class ReconstructionMethod(ImputationMethod):
         for key in ("ce_weight", "mse_weight"):
             check_positive(self.name, key, o[key], zero_ok=True)
         self.clip = check_positive(self.name, "clip_norm", o["clip_norm"])
-        drop = check_positive(self.name, "dropout", o["dropout"], zero_ok=True)
-        if drop >= 1:
-            raise ValueError(f"method {self.name}: option dropout={drop}; expected < 1 "
-                             f"(method_options.{self.name}.dropout)")
-        embed = int(check_positive(self.name, "embed_dim", o["embed_dim"]))
+        drop = check_fraction(self.name, "dropout", o["dropout"])
+        embed = check_count(self.name, "embed_dim", o["embed_dim"])
         cls = check_layers(self.name, "cls_layers", o["cls_layers"])
         self.fused_dim = embed * len(self.modalities)
         self.utt = nn.ModuleDict({m: fc_net(feature_dim, cls, embed, drop) for m in self.modalities})

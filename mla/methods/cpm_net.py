@@ -72,6 +72,7 @@ from torch.nn import functional as F
 from mla.batches import SplitTensors, shuffled_batches
 from mla.catalog import option_defaults
 from mla.methods.base import METHODS, Method
+from mla.methods.option_checks import check_count, check_positive
 
 CATALOG = {
     "modality_counts": (2, 3),
@@ -167,14 +168,9 @@ class CPMNet(Method):
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
         for key in _INT_OPTIONS:
-            value = self.options[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"method cpm_net: option {key} must be an integer >= 1, got {value!r} "
-                                 f"(set method_options.cpm_net.{key})")
+            check_count("cpm_net", key, self.options[key])
         for key in _RATE_OPTIONS:
-            if not float(self.options[key]) > 0:
-                raise ValueError(f"method cpm_net: option {key} must be > 0, got {self.options[key]!r} "
-                                 f"(set method_options.cpm_net.{key})")
+            check_positive("cpm_net", key, self.options[key])
         k = self.options["latent_dim"]
         self.decoders = nn.ModuleDict({m: nn.Linear(k, feature_dim) for m in self.modalities})
         for lin in self.decoders.values():  # the code's xavier_init weights and zero biases

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from mla.methods.autoencoders import ReconstructionMethod, ResidualAE, check_layers, check_positive
+from mla.methods.autoencoders import ReconstructionMethod, ResidualAE
+from mla.methods.option_checks import check_count, check_layers
 from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 
@@ -53,10 +54,6 @@ class CRA(ReconstructionMethod):
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
-        n_blocks = self.options["n_blocks"]
-        if not isinstance(n_blocks, int) or isinstance(n_blocks, bool):
-            raise ValueError(f"method cra: option n_blocks={n_blocks!r}; expected a positive integer "
-                             "(method_options.cra.n_blocks)")
-        check_positive(self.name, "n_blocks", n_blocks)
+        n_blocks = check_count(self.name, "n_blocks", self.options["n_blocks"])
         layers = check_layers(self.name, "ae_layers", self.options["ae_layers"])
         self.autoencoder = ResidualAE(self.fused_dim, layers, n_blocks)

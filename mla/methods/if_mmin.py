@@ -46,6 +46,7 @@ from mla.methods.autoencoders import cmd, masked_mse
 from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 from mla.methods.mmin import MMIN, invariant_encoder
+from mla.methods.option_checks import check_count
 
 CATALOG = {
     "modality_counts": (2, 3),
@@ -82,10 +83,7 @@ class IFMMIN(MMIN):
     shared_invariant = True
 
     def build_student_extras(self, fused: int, layers: tuple[int, ...]) -> None:
-        k = self.options["cmd_order"]
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"method if_mmin: option cmd_order={k!r}; expected a positive integer "
-                             "(method_options.if_mmin.cmd_order)")
+        check_count(self.name, "cmd_order", self.options["cmd_order"])
         self.shared = invariant_encoder(self.embed_dim)
 
     def extra_groups(self) -> list[nn.Module]:

@@ -53,8 +53,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from mla.batches import SplitTensors, shuffled_batches
-from mla.methods.autoencoders import (KEEP_RULES, ImputationMethod, ResidualAE, check_choice, check_layers,
-                                      check_positive, clip_and_step, fc_net, masked_mse, simulated_keep)
+from mla.methods.autoencoders import (KEEP_RULES, ImputationMethod, ResidualAE, clip_and_step, fc_net, masked_mse,
+                                      simulated_keep)
+from mla.methods.option_checks import check_choice, check_count, check_fraction, check_layers, check_positive
 from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 
@@ -136,8 +137,7 @@ class MMIN(ImputationMethod):
             if key in o:
                 check_positive(n, key, o[key], zero_ok=True)
         for key in ("dropout", "pretrain_dropout"):
-            if not 0 <= check_positive(n, key, o[key], zero_ok=True) < 1:
-                raise ValueError(f"method {n}: option {key}={o[key]!r}; expected < 1 (method_options.{n}.{key})")
+            check_fraction(n, key, o[key])
         self.clip = check_positive(n, "clip_norm", o["clip_norm"])
         check_positive(n, "pretrain_clip_norm", o["pretrain_clip_norm"])
         check_positive(n, "pretrain_lr", o["pretrain_lr"])
@@ -147,9 +147,7 @@ class MMIN(ImputationMethod):
             raise ValueError(f"method {n}: option pretrain_epochs={epochs!r}; expected [constant, decay] epochs, "
                              f"non-negative integers, not both 0 (method_options.{n}.pretrain_epochs)")
         for key in ("embed_dim", "n_blocks", "pretrain_batch_size"):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] <= 0:
-                raise ValueError(f"method {n}: option {key}={o[key]!r}; expected a positive integer "
-                                 f"(method_options.{n}.{key})")
+            check_count(n, key, o[key])
         embed, cls = o["embed_dim"], check_layers(n, "cls_layers", o["cls_layers"])
         layers = check_layers(n, "ae_layers", o["ae_layers"])
         self.embed_dim = embed

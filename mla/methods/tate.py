@@ -65,6 +65,7 @@ from torch.nn import functional as F
 
 from mla.catalog import option_defaults
 from mla.methods.base import METHODS, Method
+from mla.methods.option_checks import check_count, check_fraction, check_positive
 
 CATALOG = {
     "modality_counts": (2, 3),
@@ -143,12 +144,9 @@ class TATE(Method):
         super().__init__(encoders, n_classes, feature_dim, **options)
         o = self.options
         for key in ("att_dim", "heads"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-                raise ValueError(f"method tate: option {key} must be an integer >= 1, got {o[key]!r} "
-                                 f"(set method_options.tate.{key})")
-        if not 0 <= float(o["dropout"]) < 1 or not float(o["lr"]) > 0:
-            raise ValueError(f"method tate: need 0 <= dropout < 1 and lr > 0, got {o['dropout']!r}, {o['lr']!r} "
-                             "(set method_options.tate.dropout / lr)")
+            check_count("tate", key, o[key])
+        check_fraction("tate", "dropout", o["dropout"])
+        check_positive("tate", "lr", o["lr"])
         d, m = o["att_dim"], len(self.modalities)
         if d % (m - 1):
             raise ValueError(f"method tate: att_dim {d} must be divisible by {m - 1} (one share per partner "
