@@ -232,3 +232,58 @@ def test_linear_svm_logits_match_linearsvc_and_absent_classes_never_win():
     one.fit(z[:5], np.full(5, 2))
     pred = one(torch.from_numpy(z)).argmax(1)
     assert (pred == 2).all() and float(one.weight.abs().sum()) == 0.0
+
+
+def test_dcca_regularisers_enter_at_full_precision():
+    """r1, r2 not representable in float32 (0.3, 0.2): the float64 objective matches the independent
+    regularised solution to 1e-12, so an identity matrix built in another dtype shows."""
+    rng = np.random.default_rng(5)
+    h1 = torch.tensor(rng.normal(size=(40, 3)))
+    h2 = torch.tensor(rng.normal(size=(40, 3)) + 0.5 * h1.numpy())
+    rho = canonical_correlations_regularised(h1.numpy(), h2.numpy(), 0.3, 0.2)
+    got = total_correlation(h1, h2, k=3, r1=0.3, r2=0.2)
+    assert got.dtype == torch.float64
+    assert float(got) == pytest.approx(np.sqrt(rho ** 2 + 0.3).sum(), rel=1e-12)
+
+
+def test_cca_fit_limits_name_the_culprit():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(30, 4)), rng.normal(size=(30, 3))
+    every = np.ones(30, bool)
+    assert cca_fit(a, b, every, every, k=3, r1=0.1, r2=0.1)["wa"].shape == (4, 3)  # k = the smaller size
+    with pytest.raises(ValueError, match=r"^n_components 4 exceeds the feature size 3: lower "
+                                         r"method_options.<method>.n_components$"):
+        cca_fit(a, b, every, every, k=4, r1=0.1, r2=0.1)
+    two = np.zeros(30, bool)
+    two[[3, 7]] = True  # exactly MIN_ROWS rows: enough
+    fit = cca_fit(a, b, every, two, k=1, r1=0.1, r2=0.1, names=("audio", "text"))
+    np.testing.assert_allclose(fit["mean_b"], b[[3, 7]].mean(0))
+    assert fit["n_both"] == 2 and fit["corr"][0] > 0  # two rows with both: a cross-covariance
+    one = np.zeros(30, bool)
+    one[5] = True
+    msg = (r"^modality 'text' is present in 1 training examples; CCA needs at least 2: lower missing.rates or use "
+           r"more training data$")
+    with pytest.raises(ValueError, match=msg):
+        cca_fit(a, b, every, one, k=1, r1=0.1, r2=0.1, names=("audio", "text"))
+    with pytest.raises(ValueError, match=msg.replace("'text'", "'audio'")):
+        cca_fit(a, b, one, every, k=1, r1=0.1, r2=0.1, names=("audio", "text"))
+    # one row with both views (fewer than MIN_ROWS): no cross-covariance, every canonical correlation 0
+    first, last = np.arange(30) <= 15, np.arange(30) >= 15
+    lone = cca_fit(a, b, first, last, k=2, r1=0.1, r2=0.1)
+    assert lone["n_both"] == 1 and np.all(lone["corr"] == 0)
+
+
+def test_squared_hinge_by_hand():
+    """One-vs-rest squared hinge: y = +1 on the label's column, -1 elsewhere; mean of max(0, 1 - y f)^2."""
+    from mla.methods.cca_parts import LinearSVM
+    svm = LinearSVM(2, 3, c=1.0)
+    with torch.no_grad():
+        svm.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        svm.bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
+    z = torch.tensor([[2.0, -1.0], [0.25, 0.5]], dtype=torch.float64)
+    labels = torch.tensor([0, 2])
+    # logits: [2, -1, .5] and [.25, .5, .5]; y: [1,-1,-1] and [-1,-1,1]
+    # margins 1 - y f: [-1, 0, 1.5] and [1.25, 1.5, .5] -> squared positive parts [0, 0, 2.25], [1.5625, 2.25, .25]
+    expected = (2.25 + 1.5625 + 2.25 + 0.25) / 6
+    got = svm.squared_hinge(z, labels)
+    assert got.dtype == torch.float64 and float(got) == pytest.approx(expected, rel=1e-12)
