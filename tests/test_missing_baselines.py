@@ -198,3 +198,19 @@ def test_method_file_catalog_literal_agrees_with_the_catalog(name):
     assert literal["reuses"] == info.reuses and literal["frozen_features"] is info.frozen_features is True
     assert catalog.option_defaults(literal) == METHODS.get(name).defaults == catalog.option_defaults(
         {"options": info.options})
+
+
+@pytest.mark.parametrize("name", ["ae", "cra", "mmin", "if_mmin"])
+def test_imputation_methods_embed_present_inputs_and_zeros_for_absent(name):
+    """``embed`` (the modality-gap analysis reads it): the encoders' output of each present input; an
+    absent input (NaN here) is replaced by zeros before the encoder."""
+    mods = ("audio", "image", "text")
+    method = create_method(name, identity_encoders(mods), n_classes=N_CLASSES, feature_dim=S)
+    data = feature_split(mods)
+    batch = data.batch(torch.arange(len(data)))
+    out = method.embed(batch)
+    assert list(out) == list(mods)
+    for i, m in enumerate(mods):
+        keep = batch["present"][:, i]
+        torch.testing.assert_close(out[m][keep], batch[m][keep])
+        assert (out[m][~keep] == 0).all() and (~keep).any()

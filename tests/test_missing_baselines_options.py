@@ -15,14 +15,17 @@ SMALL = {"embed_dim": 4, "cls_layers": [4], "ae_layers": [8, 4], "hidden": 8, "n
          "latent_dim": 4, "att_dim": 8, "heads": 2}
 WEIGHTS = {"ae": ["ce_weight", "mse_weight"], "cra": ["ce_weight", "mse_weight"],
            "mmin": ["ce_weight", "mse_weight", "cycle_weight"],
-           "if_mmin": ["ce_weight", "mse_weight", "invariant_weight"]}
+           "if_mmin": ["ce_weight", "mse_weight", "invariant_weight"],
+           "cca": ["r1", "r2"], "dcca": ["r1", "r2"], "dccae": ["r1", "r2", "recon_weight"]}
 POSITIVE = {"ae": ["clip_norm", "embed_dim"], "cra": ["clip_norm", "embed_dim", "n_blocks"],
             "mmin": ["clip_norm", "pretrain_clip_norm", "pretrain_lr", "embed_dim", "n_blocks", "pretrain_batch_size"],
             "if_mmin": ["clip_norm", "pretrain_clip_norm", "pretrain_lr", "embed_dim", "n_blocks",
                         "pretrain_batch_size", "cmd_order"],
             "cpm_net": ["latent_dim", "net_steps", "latent_steps", "test_epochs", "test_steps",
                         "lr_net", "lr_latent", "lr_test"],
-            "tate": ["att_dim", "heads", "lr"]}
+            "tate": ["att_dim", "heads", "lr"],
+            "cca": ["n_components", "svm_c"], "dcca": ["n_components", "hidden", "eps", "svm_c"],
+            "dccae": ["n_components", "hidden", "eps", "svm_c"]}
 DROPOUTS = {"ae": ["dropout"], "cra": ["dropout"], "mmin": ["dropout", "pretrain_dropout"],
             "if_mmin": ["dropout", "pretrain_dropout"], "tate": ["dropout"]}
 LAYERS = {"ae": ["cls_layers", "ae_layers"], "cra": ["cls_layers", "ae_layers"],
@@ -101,3 +104,21 @@ def test_options_set_the_networks_they_name():
     assert ae.decoders["text"][0].in_features == 15 and ae.classifier[0].in_features == 15
     cra = build("cra", n_blocks=3, ae_layers=[6, 2])
     assert len(cra.autoencoder.blocks) == 3
+
+
+@pytest.mark.parametrize("name", ["dcca", "dccae"])
+def test_dcca_layers_may_be_zero(name):
+    assert len(build(name, layers=0).nets["audio"]) == 1  # one Linear: feature -> components
+    assert f"{name}: option layers=-1; expected an integer >= 0" in refused(name, "layers", -1)
+    refused(name, "layers", 1.5)
+
+
+def test_cca_components_at_most_the_feature_size():
+    assert build("cca", n_components=S).proj.shape == (3, 2, S, S)
+    assert "expected at most the feature size 12 (model.feature_dim)" in refused("cca", "n_components", S + 1)
+
+
+@pytest.mark.parametrize("name", sorted(set(WEIGHTS) | set(POSITIVE)))
+def test_the_base_keeps_classes_and_feature_size(name):
+    method = build(name)
+    assert (method.n_classes, method.feature_dim, method.modalities) == (N_CLASSES, S, MODS)

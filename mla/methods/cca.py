@@ -37,6 +37,7 @@ from mla.batches import shuffled_batches
 from mla.catalog import option_defaults
 from mla.methods.base import METHODS, Method
 from mla.methods.cca_parts import LinearSVM, cca_fit, features, fill, modality_pairs, whole_split
+from mla.methods.option_checks import check_count, check_positive, refuse
 
 CATALOG = {
     "modality_counts": (2, 3),
@@ -60,10 +61,13 @@ class CCA(Method):
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
-        k, s = self.options["n_components"], feature_dim
-        if not 1 <= k <= s:
-            raise ValueError(f"cca: n_components {k} must lie in 1..{s} (model.feature_dim); "
-                             f"set method_options.cca.n_components")
+        o, s = self.options, feature_dim
+        k = check_count("cca", "n_components", o["n_components"])
+        if k > s:
+            raise refuse("cca", "n_components", k, f"at most the feature size {s} (model.feature_dim)")
+        for key in ("r1", "r2"):
+            check_positive("cca", key, o[key], zero_ok=True)
+        check_positive("cca", "svm_c", o["svm_c"])
         self.pairs = modality_pairs(self.modalities)
         self.register_buffer("mean", torch.zeros(len(self.modalities), s))
         self.register_buffer("proj", torch.zeros(len(self.pairs), 2, s, k))  # pair -> (wa, wb)

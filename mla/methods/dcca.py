@@ -45,6 +45,7 @@ from mla.batches import shuffled_batches
 from mla.catalog import option_defaults
 from mla.methods.base import METHODS, Method
 from mla.methods.cca_parts import LinearSVM, features, fill, mlp, modality_pairs, total_correlation, whole_split
+from mla.methods.option_checks import check_count, check_positive
 
 CATALOG = {
     "modality_counts": (2, 3),
@@ -66,15 +67,21 @@ CATALOG = {
 class DCCA(Method):
     """One MLP per modality trained on the pairwise total correlation; a linear SVM on their outputs."""
 
+    name = "dcca"
     defaults = option_defaults(CATALOG)
     modality_counts = CATALOG["modality_counts"]
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
         o = self.options
-        if o["n_components"] < 1 or o["hidden"] < 1 or o["layers"] < 0:
-            raise ValueError(f"{type(self).__name__.lower()}: n_components and hidden must be >= 1 and layers >= 0, "
-                             f"got {o['n_components']}, {o['hidden']}, {o['layers']}; set method_options")
+        n = self.name
+        check_count(n, "n_components", o["n_components"])
+        check_count(n, "hidden", o["hidden"])
+        check_count(n, "layers", o["layers"], minimum=0)
+        for key in ("r1", "r2"):
+            check_positive(n, key, o[key], zero_ok=True)
+        for key in ("eps", "svm_c"):
+            check_positive(n, key, o[key])
         self.sizes = [feature_dim] + [o["hidden"]] * o["layers"] + [o["n_components"]]
         self.nets = nn.ModuleDict({m: mlp(self.sizes) for m in self.modalities})
         self.pairs = modality_pairs(self.modalities)

@@ -24,6 +24,7 @@ from mla.catalog import option_defaults
 from mla.methods.base import METHODS
 from mla.methods.cca_parts import mlp
 from mla.methods.dcca import DCCA
+from mla.methods.option_checks import check_positive
 
 CATALOG = {
     "modality_counts": (2, 3),
@@ -51,14 +52,13 @@ def reconstruction_loss(recon: dict[str, torch.Tensor], target: dict[str, torch.
 class DCCAE(DCCA):
     """DCCA with one decoder per modality and its weighted reconstruction error."""
 
+    name = "dccae"
     defaults = option_defaults(CATALOG)
     modality_counts = CATALOG["modality_counts"]
 
     def __init__(self, encoders: nn.ModuleDict, n_classes: int, feature_dim: int, **options) -> None:
         super().__init__(encoders, n_classes, feature_dim, **options)
-        if self.options["recon_weight"] < 0:
-            raise ValueError(f"dccae: recon_weight {self.options['recon_weight']} must be >= 0; "
-                             f"set method_options.dccae.recon_weight")
+        check_positive("dccae", "recon_weight", self.options["recon_weight"], zero_ok=True)
         self.decoders = nn.ModuleDict({m: mlp(self.sizes[::-1]) for m in self.modalities})
 
     def extra_loss(self, batch: dict, outs: dict) -> torch.Tensor | None:
