@@ -1,0 +1,242 @@
+"""Details of cca, dcca, dccae and tate that the method-level tests do not pin down: which pairs and
+rows enter DCCA's objective at its limits, the options that reach the computations, the batch order,
+the per-modality predictions, and TATE's block, pooling and loss terms against an independent
+re-computation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from mla.batches import shuffled_batches, to_tensors
+from mla.frozen import identity_encoders
+from mla.methods.base import create_method
+from mla.methods.cca_parts import total_correlation
+from mla.methods.tate import TAG_BITS, missing_tag, symmetric_kl
+from tiny import one_thread  # noqa: F401  (fixture)
+
+MODS3 = ("audio", "image", "text")
+
+
+def dcca(mods=MODS3, **options):
+    torch.manual_seed(0)
+    opts = {"hidden": 8, "n_components": 2, **options}
+    return create_method("dcca", identity_encoders(mods), n_classes=3, feature_dim=6, **opts)
+
+
+def feature_batch(mods, present: np.ndarray, seed=0):
+    rng = np.random.default_rng(seed)
+    n = len(present)
+    x = {m: torch.tensor(rng.normal(size=(n, 6)), dtype=torch.float32) for m in mods}
+    return {**x, "present": torch.tensor(present), "label": torch.tensor(np.arange(n) % 3), "index": torch.arange(n)}
+
+
+def test_dcca_pairs_enter_only_with_n_components_plus_one_rows_and_eps_is_the_option():
+    """Pairs (0,1): 3 = k + 1 rows with both (counted); (0,2): 2 = k rows (skipped); (1,2): 5 rows
+    (counted, after a skipped pair). ``outs`` are arbitrary outputs: the objective is the sum of the
+    counted pairs' total correlations over their shared rows, with the method's eps."""
+    n = 12
+    present = np.zeros((n, 3), bool)
+    present[:3, [0, 1]] = True            # rows 0-2: audio + image
+    present[3:5, [0, 2]] = True           # rows 3-4: audio + text
+    present[5:10, [1, 2]] = True          # rows 5-9: image + text
+    present[10:, 0] = True
+    model = dcca(eps=0.3)
+    batch = feature_batch(MODS3, present)
+    g = torch.Generator().manual_seed(1)
+    outs = {}
+    for i in range(3):
+        rows = torch.nonzero(batch["present"][:, i]).flatten()
+        outs[i] = (torch.randn(len(rows), 2, generator=g, dtype=torch.float64), rows)
+
+    def shared(a, b):
+        both = present[:, a] & present[:, b]
+        pick = lambda i: outs[i][0][[list(outs[i][1]).index(r) for r in np.flatnonzero(both)]]  # noqa: E731
+        return pick(a), pick(b)
+
+    want = sum(total_correlation(*shared(a, b), 2, 1e-3, 1e-3, 0.3) for a, b in [(0, 1), (1, 2)])
+    got = model.correlation_loss(batch, outs)
+    assert float(got) == pytest.approx(-float(want), rel=1e-12)
+    assert float(want) != pytest.approx(float(sum(total_correlation(*shared(a, b), 2, 1e-3, 1e-3)
+                                                  for a, b in [(0, 1), (1, 2)])), rel=1e-6)  # eps matters here
+    # a modality left out of ``outs`` (too few rows) drops its pairs, and only those
+    only = {1: outs[1], 2: outs[2]}
+    assert float(model.correlation_loss(batch, only)) == pytest.approx(-float(total_correlation(
+        *shared(1, 2), 2, 1e-3, 1e-3, 0.3)), rel=1e-12)
+    assert model.correlation_loss(batch, {0: outs[0]}) is None
+
+
+def test_dcca_outputs_need_two_present_rows():
+    present = np.zeros((6, 2), bool)
+    present[:, 0] = True
+    present[:2, 1] = True   # exactly two rows: BatchNorm can run
+    model = dcca(("audio", "text"))
+    batch = feature_batch(("audio", "text"), present)
+    outs = model.outputs(batch)
+    assert sorted(outs) == [0, 1] and outs[1][1].tolist() == [0, 1] and outs[1][0].shape == (2, 2)
+    batch["present"][1, 1] = False
+    assert sorted(model.outputs(batch)) == [0]
+
+
+def test_dcca_counts_every_batch_without_a_pair():
+    model = dcca(("audio", "text"))
+    present = np.zeros((8, 2), bool)
+    present[:4, 0] = present[4:, 1] = True
+    batch = feature_batch(("audio", "text"), present)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train_step(batch, opt)
+    model.train_step(batch, opt)
+    assert model.epoch_diagnostics() == {"batches_without_pair": 2}
+
+
+def test_dccae_step_takes_correlation_and_reconstruction_together():
+    torch.manual_seed(0)
+    mods = ("audio", "text")
+    model = create_method("dccae", identity_encoders(mods), n_classes=3, feature_dim=6, hidden=5, n_components=2,
+                          recon_weight=0.5)
+    present = np.ones((16, 2), bool)
+    present[::3, 1] = False
+    batch = feature_batch(mods, present)
+    with torch.no_grad():  # train mode, as the step: BatchNorm on the batch, deterministic
+        outs = model.outputs(batch)
+        want = float(model.correlation_loss(batch, outs) + model.extra_loss(batch, outs))
+    assert model.train_step(batch, torch.optim.SGD(model.parameters(), lr=0.0)) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cca", "dcca"])
+def test_batch_order_follows_the_loops_generator(name):
+    """The epoch's batches are ``shuffled_batches`` with the loop's generator, not the global RNG."""
+    mods = ("audio", "text")
+    rng = np.random.default_rng(2)
+    present = rng.random((40, 2)) > 0.2
+    present[~present.any(1), 0] = True
+    data = to_tensors({m: rng.normal(size=(40, 6)).astype(np.float32) for m in mods}, np.arange(40) % 3, mods,
+                      present)
+    torch.manual_seed(0)
+    model = create_method(name, identity_encoders(mods), n_classes=3, feature_dim=6, n_components=2,
+                          **({"hidden": 8} if name == "dcca" else {}))
+    torch.manual_seed(123)
+    got = [b["index"].tolist() for b in model.epoch_batches(data, 16, torch.Generator().manual_seed(7))]
+    torch.manual_seed(999)
+    want = [b["index"].tolist() for b in shuffled_batches(data, 16, torch.Generator().manual_seed(7))]
+    assert got == want
+
+
+def test_dcca_fills_training_means_once_and_predicts_each_modality_alone():
+    mods = ("audio", "text")
+    rng = np.random.default_rng(3)
+    present = rng.random((60, 2)) > 0.3
+    present[~present.any(1), 0] = True
+    arrays = {m: rng.normal(size=(60, 6)).astype(np.float32) + np.arange(60)[:, None] % 3 for m in mods}
+    data = to_tensors(arrays, np.arange(60) % 3, mods, present)
+    model = dcca(mods)
+    list(model.epoch_batches(data, 20, torch.Generator().manual_seed(0)))
+    for i, m in enumerate(mods):
+        torch.testing.assert_close(model.mean[i], torch.tensor(arrays[m][present[:, i]].mean(0)).float())
+    model.eval()
+    batch = data.batch(torch.arange(60))
+    out = model.predict(batch)
+    for i, m in enumerate(mods):
+        alone = {**batch, "present": batch["present"] & torch.tensor([j == i for j in range(2)])}
+        torch.testing.assert_close(out[m], model.predict(alone)["multi"])
+    assert not torch.allclose(out["audio"], out["text"])
+
+
+def test_cca_step_reports_the_svms_squared_hinge_and_diagnostics_round_to_six_places():
+    mods = ("audio", "text")
+    rng = np.random.default_rng(4)
+    labels = np.arange(60) % 3
+    arrays = {m: (rng.normal(size=(60, 6)) + labels[:, None]).astype(np.float32) for m in mods}
+    data = to_tensors(arrays, labels, mods, np.ones((60, 2), bool))
+    model = create_method("cca", identity_encoders(mods), n_classes=3, feature_dim=6, n_components=2)
+    list(model.epoch_batches(data, 20, torch.Generator().manual_seed(0)))
+    batch = data.batch(torch.arange(60))
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    want = float(model.svm.squared_hinge(model.components(batch), batch["label"]))
+    assert model.train_step(batch, opt) == want and want > 0
+    diag = model.epoch_diagnostics()
+    assert diag["canonical_correlations"] == {"audio-text": [round(float(c), 6) for c in model.corr[0]]}
+    assert all(len(str(c).split(".")[1]) <= 6 for c in diag["canonical_correlations"]["audio-text"])
+
+
+# --- TATE ---------------------------------------------------------------------------------------
+def reference_block(blk, x):
+    """The code's block, re-computed: heads of scaled dot-product attention, residual + LayerNorm(eps
+    1e-8), ReLU feed-forward, residual + LayerNorm(eps 1e-8)."""
+    b, n, d = x.shape
+    h = blk.heads
+    q, k, v = (x @ lin.weight.T for lin in (blk.q, blk.k, blk.v))
+    heads = []
+    for j in range(h):
+        sl = slice(j * d // h, (j + 1) * d // h)
+        w = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(d // h), -1)
+        heads.append(w @ v[..., sl])
+    x = F.layer_norm(x + torch.cat(heads, -1), (d,), blk.ln1.weight, blk.ln1.bias, 1e-8)
+    f1, f2 = blk.ff[0], blk.ff[-1]
+    return F.layer_norm(x + torch.relu(x @ f1.weight.T + f1.bias) @ f2.weight.T + f2.bias, (d,),
+                        blk.ln2.weight, blk.ln2.bias, 1e-8)
+
+
+def tate(mods=MODS3, **options):
+    torch.manual_seed(0)
+    return create_method("tate", identity_encoders(mods), n_classes=3, feature_dim=6,
+                         **{"att_dim": 8, "heads": 2, **options})
+
+
+def test_tate_block_and_pool_against_a_recomputation():
+    model = tate(dropout=0.0)
+    model.eval()
+    blk = model.encoder
+    assert blk.q.bias is None and blk.k.bias is None and blk.v.bias is None
+    assert blk.ln1.eps == blk.ln2.eps == 1e-8
+    with torch.no_grad():
+        for p in blk.ff.parameters():
+            p.normal_()  # biases too, so the ReLU's cut shows
+        x = 1e-3 * torch.randn(2, 3, blk.q.in_features, generator=torch.Generator().manual_seed(0))  # LN eps shows
+        torch.testing.assert_close(blk(x), reference_block(blk, x), rtol=1e-5, atol=1e-6)
+        z = torch.randn(2, 3, model.pool_u.shape[0], generator=torch.Generator().manual_seed(1))
+        scores = ((z @ model.pool_u) * torch.sigmoid(z @ model.pool_m)) @ model.pool_r
+        w = torch.softmax(scores, dim=1)
+        torch.testing.assert_close(model.pool(z), (w * z).sum(1))
+    with pytest.raises(ValueError, match=r"^method tate: width 8 is not divisible by heads=3 \(set "
+                                         r"method_options.tate.att_dim or heads\)$"):
+        tate(heads=3)
+
+
+def test_tate_loss_terms_by_hand():
+    """ce (summed), l2 = l2_scale · (‖W‖² + ‖b‖²) / 2 of the head, de = Σ over samples of the mean
+    symmetric KL over present modalities (a sample with none present adds nothing), tag = mean |tag −
+    σ(pooled tail)|, total with each weight."""
+    model = tate(l2_scale=0.3, l2_weight=0.7, de_weight=0.11, tag_weight=0.13)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    g = torch.Generator().manual_seed(2)
+    b, m, d = 4, 3, model.encoder.q.in_features
+    parts = {"logits": torch.randn(b, 3, generator=g), "decoded": torch.randn(b, m, d, generator=g),
+             "joint": torch.randn(b, m, d, generator=g), "pooled": torch.randn(b, d, generator=g)}
+    labels = torch.tensor([0, 2, 1, 1])
+    present = torch.tensor([[1, 1, 0], [0, 0, 1], [1, 1, 1], [0, 0, 0]], dtype=torch.bool)
+    got = model.losses(parts, labels, present)
+    ce = F.cross_entropy(parts["logits"], labels, reduction="sum")
+    l2 = 0.3 * (model.head.weight.pow(2).sum() + model.head.bias.pow(2).sum()) / 2
+    kl = symmetric_kl(parts["decoded"], parts["joint"])
+    de = sum(kl[i][present[i]].mean() for i in range(3))  # the last sample has no modality
+    tag = (missing_tag(present) - torch.sigmoid(parts["pooled"][:, -TAG_BITS:])).abs().mean()
+    for key, want in {"ce": ce, "l2": l2, "de": de, "tag": tag,
+                      "total": ce + 0.7 * l2 + 0.11 * de + 0.13 * tag}.items():
+        torch.testing.assert_close(got[key], want, msg=key)
+    assert set(got) == {"total", "ce", "l2", "de", "tag"}
+
+
+def test_tate_forward_parts_and_its_optimisers_rate():
+    model = tate(lr=0.0123)
+    model.eval()  # no dropout: the decoder run twice gives the same output
+    present = torch.tensor([[1, 0, 1], [1, 1, 1]], dtype=torch.bool)
+    batch = feature_batch(MODS3, present.numpy())
+    parts = model.forward_parts(batch, present)
+    assert set(parts) == {"joint", "encoded", "decoded", "pooled", "logits"}
+    torch.testing.assert_close(parts["decoded"], model.decoder(parts["encoded"]))
+    assert model.optimiser().param_groups[0]["lr"] == 0.0123
