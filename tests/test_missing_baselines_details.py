@@ -240,3 +240,24 @@ def test_tate_forward_parts_and_its_optimisers_rate():
     assert set(parts) == {"joint", "encoded", "decoded", "pooled", "logits"}
     torch.testing.assert_close(parts["decoded"], model.decoder(parts["encoded"]))
     assert model.optimiser().param_groups[0]["lr"] == 0.0123
+
+
+def test_tate_block_trains_without_dropout_at_rate_zero_and_layers_have_the_codes_biases():
+    model = tate(dropout=0.0)
+    model.train()
+    blk = model.encoder
+    x = torch.randn(2, 3, blk.q.in_features, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(blk(x), reference_block(blk, x), rtol=1e-5, atol=1e-6)
+    assert all(model.project[k].bias is None for k in MODS3) and model.hidden.bias is None
+    assert model.head.bias is not None
+
+
+def test_tate_tag_width_and_att_dim_limits():
+    assert missing_tag(torch.ones(2, TAG_BITS - 1, dtype=torch.bool)).shape == (2, TAG_BITS)
+    with pytest.raises(ValueError, match=rf"^method tate: the tag encodes at most {TAG_BITS - 1} modalities, "
+                                         rf"got {TAG_BITS}$"):
+        missing_tag(torch.ones(2, TAG_BITS, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"^method tate: att_dim 9 must be divisible by 2 \(one share per partner "
+                                         r"modality; set method_options.tate.att_dim\)$"):
+        tate(att_dim=9, heads=1)
