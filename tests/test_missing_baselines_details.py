@@ -261,3 +261,16 @@ def test_tate_tag_width_and_att_dim_limits():
     with pytest.raises(ValueError, match=r"^method tate: att_dim 9 must be divisible by 2 \(one share per partner "
                                          r"modality; set method_options.tate.att_dim\)$"):
         tate(att_dim=9, heads=1)
+
+
+def test_cpm_loads_a_partial_state_without_latents():
+    """``load_state_dict(strict=False)`` of the networks alone keeps the latents as they are."""
+    torch.manual_seed(0)
+    mods = ("audio", "text")
+    a = create_method("cpm_net", identity_encoders(mods), n_classes=3, feature_dim=6, latent_dim=4)
+    b = create_method("cpm_net", identity_encoders(mods), n_classes=3, feature_dim=6, latent_dim=4)
+    nets = {k: v for k, v in a.state_dict().items() if k.startswith("decoders.")}
+    latents = b.train_latents.detach().clone()
+    result = b.load_state_dict(nets, strict=False)
+    assert "train_latents" in result.missing_keys and torch.equal(b.train_latents, latents)
+    assert all(torch.equal(b.state_dict()[k], v) for k, v in nets.items())
