@@ -30,8 +30,7 @@ for f in "${files[@]}"; do
 done
 TESTS=(tests/test_methods.py tests/test_baselines.py tests/test_hgm.py tests/test_mla_released.py
        tests/test_init_augment.py tests/test_method_contracts.py tests/test_missing_protocol.py
-       tests/test_missing_baselines.py tests/test_missing_baselines_ae.py
-       tests/test_missing_baselines_cca.py tests/test_missing_baselines_cpm_tate.py)
+       tests/test_missing_baselines*.py)
 
 UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1 uv sync --locked --extra dev --extra mutation --quiet
 
