@@ -5,6 +5,7 @@ on both sides so that a loosened or tightened check fails here."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mla.frozen import identity_encoders
 from mla.methods.base import METHODS, create_method
@@ -115,7 +116,10 @@ def test_dcca_layers_may_be_zero(name):
 
 def test_cca_components_at_most_the_feature_size():
     assert build("cca", n_components=S).proj.shape == (3, 2, S, S)
-    assert "expected at most the feature size 12 (model.feature_dim)" in refused("cca", "n_components", S + 1)
+    assert "n_components=13; expected at most the feature size 12 (model.feature_dim)" in refused(
+        "cca", "n_components", S + 1)
+    cca = build("cca")  # buffers saved with the state: counts are integers, the flag a boolean
+    assert cca.n_both.dtype == torch.long and cca.fitted.dtype == torch.bool
 
 
 @pytest.mark.parametrize("name", sorted(set(WEIGHTS) | set(POSITIVE)))

@@ -291,3 +291,31 @@ def test_metrics_json_records_each_fusion_rules_own_selection(tmp_path):
     write_run(tmp_path / "run", cfg, metrics, log, state, masks, 0.0, root=tmp_path)
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["fusion_selection"] == metrics["fusion_selection"]
+
+
+def test_realised_fractions_refuse_a_mask_of_the_wrong_shape_and_empty_splits_are_none():
+    from mla.missing import realised
+    mods = ("audio", "text")
+    masks = {"train": np.array([[True, False], [True, True]]), "val": np.zeros((0, 2), bool)}
+    out = realised(masks, mods)
+    assert out["overall"] == {"train": 0.25, "val": None}
+    assert out["per_modality"] == {"train": {"audio": 0.0, "text": 0.5}, "val": {"audio": None, "text": None}}
+    for bad in (np.ones(4, bool), np.ones((2, 3), bool)):
+        with pytest.raises(ValueError, match=rf"^test mask of shape \({bad.shape[0]},(| {bad.shape[1] if bad.ndim > 1 else ''})"
+                                             rf"\): expected \(n, 2\) for \('audio', 'text'\)$"):
+            realised({"test": bad}, mods)
+
+
+def test_a_unimodal_run_needs_one_training_example_with_its_modality():
+    from mla.batches import to_tensors
+    from mla.frozen import identity_encoders
+    from mla.methods.base import create_method
+    method = create_method("unimodal", identity_encoders(("text",)), n_classes=2, feature_dim=3)
+    arrays = {"text": np.ones((4, 3), np.float32)}
+    one = to_tensors(arrays, np.array([0, 1, 0, 1]), ("text",), np.array([[False], [True], [False], [False]]))
+    batches = list(method.epoch_batches(one, 2, torch.Generator().manual_seed(0)))
+    assert [b["index"].tolist() for b in batches] == [[1]]
+    none = to_tensors(arrays, np.array([0, 1, 0, 1]), ("text",), np.zeros((4, 1), bool))
+    with pytest.raises(ValueError, match=r"^unimodal text: no training example has this modality under the "
+                                         r"missing-modality mask; lower missing.rates or use more data$"):
+        method.epoch_batches(none, 2, torch.Generator().manual_seed(0))
