@@ -407,3 +407,31 @@ def test_selection_keeps_the_first_best_epoch():
     assert float(sel.best_state["weight"]) == 2.0  # a copy, not the live weights (now 4)
     assert sel.best_test == {"epoch": 3, "multi": 70.0}
     assert sel.last == states[4]
+
+
+def test_selection_on_test_alone_per_fusion_rule():
+    """val_fraction 0 (the released protocol): selection on test, and each fusion rule's entry has
+    no validation accuracy."""
+    sel = Selection("test")
+    method = nn.Linear(1, 1)
+    sel.update(1, {"test": {"multi": 50.0, "multi:dynamic": 50.0, "multi:uniform": 60.0}}, method)
+    sel.update(2, {"test": {"multi": 55.0, "multi:dynamic": 58.0, "multi:uniform": 59.0}}, method)
+    assert sel.best_epoch == 2
+    assert sel.fusion_best == {"dynamic": {"epoch": 2, "val": None, "test": 58.0},
+                               "uniform": {"epoch": 1, "val": None, "test": 60.0}}
+
+
+def test_if_mmin_teacher_reads_encodings_and_their_invariant_features():
+    """IF-MMIN's fusion teacher (``UttSharedModel``): the classifier reads every modality's encoding
+    and then every encoding's shared invariant feature; MMIN's reads the encodings alone."""
+    from mla.methods.mmin import FusionTeacher
+    torch.manual_seed(0)
+    mods = ("audio", "text")
+    feats = {m: torch.randn(5, 6) for m in mods}
+    for shared in (True, False):
+        t = FusionTeacher(mods, 6, 4, (8,), 3, 0.0, shared=shared)
+        t.eval()
+        emb = [t.utt[m](feats[m]) for m in mods]
+        parts = emb + ([t.shared(e) for e in emb] if shared else [])
+        assert t.classifier[0].in_features == 4 * len(parts)
+        torch.testing.assert_close(t(feats), t.classifier(torch.cat(parts, dim=1)))
