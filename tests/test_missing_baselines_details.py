@@ -274,3 +274,53 @@ def test_cpm_loads_a_partial_state_without_latents():
     result = b.load_state_dict(nets, strict=False)
     assert "train_latents" in result.missing_keys and torch.equal(b.train_latents, latents)
     assert all(torch.equal(b.state_dict()[k], v) for k, v in nets.items())
+
+
+def test_if_mmin_teacher_loss_counts_a_pair_from_two_shared_rows_at_the_cmd_order():
+    """CE + the mean over pairs of CMD(invariant features of the rows with both modalities, order
+    ``cmd_order``); a pair needs two such rows."""
+    from mla.methods.autoencoders import cmd
+    torch.manual_seed(0)
+    mods = ("audio", "text")
+    model = create_method("if_mmin", identity_encoders(mods), n_classes=3, feature_dim=6, embed_dim=4,
+                          cls_layers=[8], ae_layers=[8, 4], cmd_order=3, dropout=0.0)
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    feats = {m: torch.randn(6, 6, generator=g) for m in mods}
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    present = torch.ones(6, 2, dtype=torch.bool)
+    present[2:, 1] = False   # rows 0 and 1 have both: exactly two
+    with torch.no_grad():
+        t = model.teacher
+        emb = {m: t.utt[m](feats[m]) for m in mods}
+        inv = {m: t.shared(emb[m]) for m in mods}
+        ce = F.cross_entropy(t.classifier(torch.cat([emb["audio"], emb["text"], inv["audio"], inv["text"]], 1)),
+                             labels)
+        rows = present[:, 0] & present[:, 1]
+        want = ce + cmd(inv["audio"][rows], inv["text"][rows], 3)
+        got = model.teacher_loss(feats, {"present": present, "label": labels})
+        torch.testing.assert_close(got, want)
+        assert float(got - ce) > 0.01
+        # every row with both, features spread out: the order shows (order 3 against the default 5)
+        big = {m: 30 * f for m, f in feats.items()}
+        emb = {m: t.utt[m](big[m]) for m in mods}
+        inv = {m: t.shared(emb[m]) for m in mods}
+        full = torch.ones(6, 2, dtype=torch.bool)
+        ce_big = F.cross_entropy(t.classifier(torch.cat([emb["audio"], emb["text"], inv["audio"], inv["text"]], 1)),
+                                 labels)
+        three, five = cmd(inv["audio"], inv["text"], 3), cmd(inv["audio"], inv["text"], 5)
+        assert abs(float(three - five)) > 1e-3 * float(three)
+        torch.testing.assert_close(model.teacher_loss(big, {"present": full, "label": labels}), ce_big + three)
+        present[1, 1] = False  # one row with both: no CMD term
+        torch.testing.assert_close(model.teacher_loss(feats, {"present": present, "label": labels}), ce)
+
+
+def test_invariant_encoder_is_the_codes_two_leaky_layers():
+    from mla.methods.mmin import invariant_encoder
+    enc = invariant_encoder(5)
+    assert [type(m).__name__ for m in enc] == ["Linear", "LeakyReLU", "Linear", "LeakyReLU"]
+    assert (enc[0].in_features, enc[0].out_features, enc[2].in_features, enc[2].out_features) == (5, 5, 5, 5)
+
+
+def test_dcca_mean_flag_is_boolean():
+    assert dcca().mean_ready.dtype == torch.bool
