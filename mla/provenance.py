@@ -30,7 +30,8 @@ def _git(*args: str) -> str | None:
 
 @lru_cache(maxsize=1)
 def static_provenance() -> dict:
-    """Git commit and dirty flag, lock-file hash, library versions, Python version."""
+    """Git commit and dirty flag (tracked changes outside ``reports/``), lock-file hash, library
+    versions, Python version."""
     lock = Path("uv.lock")
     versions = {}
     for p in PACKAGES:
@@ -38,7 +39,9 @@ def static_provenance() -> dict:
             versions[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             versions[p] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Tracked files the pipeline itself rewrites (reports/<name>/readme.md, the README's results
+    # block) are outputs, not changes to what produced the runs: they do not make the tree dirty.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)reports")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
