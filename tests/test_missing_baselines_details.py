@@ -324,3 +324,127 @@ def test_invariant_encoder_is_the_codes_two_leaky_layers():
 
 def test_dcca_mean_flag_is_boolean():
     assert dcca().mean_ready.dtype == torch.bool
+
+
+# --- MMIN, IF-MMIN, CPM-Net: what pretraining and latents are built from ---------------------------------
+def frozen_split(mods, n=30, seed=5, drop=0.3):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    present = rng.random((n, len(mods))) > drop
+    present[~present.any(1), 0] = True
+    present[:6] = True  # some complete samples for the teacher
+    arrays = {m: (rng.normal(size=(n, 6)) + labels[:, None]).astype(np.float32) for m in mods}
+    return to_tensors(arrays, labels, mods, present)
+
+
+def mmin(name="mmin", **options):
+    torch.manual_seed(0)
+    opts = {"embed_dim": 4, "cls_layers": [8], "ae_layers": [8, 4], "n_blocks": 2, "dropout": 0.0,
+            "pretrain_dropout": 0.0, "pretrain_epochs": [1, 1], "pretrain_batch_size": 4, **options}
+    return create_method(name, identity_encoders(("audio", "text")), n_classes=3, feature_dim=6, **opts)
+
+
+@pytest.mark.parametrize("name", ["mmin", "if_mmin"])
+def test_mmin_pretrains_on_complete_rows_in_training_mode_with_its_own_rate_and_clip_groups(name, monkeypatch):
+    import mla.methods.mmin as mmin_module
+    model = mmin(name, pretrain_lr=3.5e-4)
+    data = frozen_split(("audio", "text"))
+    seen, groups, rates = [], [], []
+    real_loss, real_clip, real_adam = model.teacher_loss, mmin_module.clip_and_step, torch.optim.Adam
+
+    def loss(feats, batch):
+        seen.append((bool(batch["present"].all()), model.teacher.training, len(batch["label"])))
+        return real_loss(feats, batch)
+
+    def clip(loss_, opt, groups_, norm):
+        groups.append(list(groups_))
+        return real_clip(loss_, opt, groups_, norm)
+
+    class Adam(real_adam):
+        def __init__(self, params, **kw):
+            rates.append(kw)
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(model, "teacher_loss", loss)
+    monkeypatch.setattr(mmin_module, "clip_and_step", clip)
+    monkeypatch.setattr(torch.optim, "Adam", Adam)
+    model.eval()
+    model.train()
+    assert model.training and not model.teacher.training  # train() defaults to training mode
+    assert int(model.pretrain_samples) == 0 and model.pretrain_samples.dtype == torch.int64
+    model.epoch_batches(data, 8, torch.Generator().manual_seed(0))
+    complete = int(data.present.all(1).sum())
+    assert seen and all(ok and training for ok, training, _ in seen)
+    assert sum(n for *_, n in seen) == 2 * complete and int(model.pretrain_samples) == complete
+    assert rates[0]["lr"] == 3.5e-4
+    want = [*model.teacher.utt.values(), model.teacher.classifier] + ([model.teacher.shared] if name == "if_mmin" else [])
+    assert all(g == want for g in groups)
+    assert not model.teacher.training
+
+
+@pytest.mark.parametrize("name", ["mmin", "cpm_net"])
+def test_first_epoch_draws_from_the_loops_generator_only(name):
+    """Pretraining's batch order (MMIN) and the latents' initial draw (CPM-Net) come from the loop's
+    generator: the global RNG's state changes nothing."""
+    data = frozen_split(("audio", "text"))
+    states = []
+    for global_seed in (1, 2):
+        torch.manual_seed(0)  # the same initial weights
+        model = mmin() if name == "mmin" else create_method("cpm_net", identity_encoders(("audio", "text")),
+                                                                  n_classes=3, feature_dim=6, latent_dim=4)
+        torch.manual_seed(global_seed)
+        batches = [b["index"].tolist() for b in model.epoch_batches(data, 8, torch.Generator().manual_seed(3))]
+        states.append(({k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}, batches))
+    (a, order_a), (b, order_b) = states
+    assert order_a == order_b and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cpm_latent_draws_bounds_and_sizes():
+    from mla.methods.cpm_net import per_sample_uniform
+    rows = per_sample_uniform(torch.tensor([3, 7, 3]), 500, 0.25)
+    assert rows.shape == (3, 500) and torch.equal(rows[0], rows[2]) and not torch.equal(rows[0], rows[1])
+    assert rows.min() >= -0.25 and rows.max() <= 0.25 and rows.min() < -0.2 and rows.max() > 0.2
+    assert per_sample_uniform(torch.tensor([], dtype=torch.long), 5, 0.25).shape == (0, 5)
+    model = create_method("cpm_net", identity_encoders(("audio", "text")), n_classes=3, feature_dim=6, latent_dim=4)
+    model.size_latents(torch.arange(10) % 3, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"^method cpm_net: latents were sized for 10 training samples, got a "
+                                         r"training split of 12$"):
+        model.size_latents(torch.arange(12) % 3)
+
+
+def test_cpm_test_time_optimiser_uses_lr_test(monkeypatch):
+    rates, real_adam = [], torch.optim.Adam
+
+    class Adam(real_adam):
+        def __init__(self, params, **kw):
+            rates.append(kw.get("lr"))
+            super().__init__(params, **kw)
+
+    model = create_method("cpm_net", identity_encoders(("audio", "text")), n_classes=3, feature_dim=6, latent_dim=4,
+                          lr_test=0.0375, test_epochs=2)
+    data = frozen_split(("audio", "text"))
+    model.epoch_batches(data, 8, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(torch.optim, "Adam", Adam)
+    model.eval()
+    model.predict(data.batch(torch.arange(5)))
+    assert 0.0375 in rates
+
+
+def test_masked_mse_divides_by_the_known_entries_and_keep_rules_are_named():
+    from mla.methods.autoencoders import masked_mse, simulated_keep
+    pred, target = torch.tensor([[1.0, 5.0], [2.0, 7.0]]), torch.tensor([[4.0, 0.0], [0.0, 0.0]])
+    known = torch.tensor([[True, False], [False, False]])
+    assert float(masked_mse(pred, target, known)) == 9.0  # one known entry: (1 - 4)^2 / 1
+    assert float(masked_mse(pred, target, torch.zeros(2, 2, dtype=torch.bool))) == 0.0
+    with pytest.raises(ValueError, match=r"^simulated missingness 'some': expected one of proper, any "
+                                         r"\(option train_keep\)$"):
+        simulated_keep(torch.ones(2, 2, dtype=torch.bool), "some")
+
+
+def test_mmin_without_complete_samples_names_its_modalities():
+    model = mmin()
+    data = frozen_split(("audio", "text"))
+    data.present[:, 1] = ~data.present[:, 0]
+    with pytest.raises(ValueError, match=r"^method mmin: no training sample has every modality \(audio, text\), so "):
+        model.pretrain_rows(data)

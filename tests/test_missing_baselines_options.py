@@ -45,7 +45,7 @@ def refused(name: str, key: str, value) -> str:
     with pytest.raises(ValueError) as err:
         build(name, **{key: value})
     msg = str(err.value)
-    assert f"method {name}: option {key}" in msg, msg
+    assert f"method {name}: option {key}={value!r}; expected " in msg, msg
     assert f"method_options.{name}.{key}" in msg, msg
     return msg
 
@@ -126,3 +126,17 @@ def test_cca_components_at_most_the_feature_size():
 def test_the_base_keeps_classes_and_feature_size(name):
     method = build(name)
     assert (method.n_classes, method.feature_dim, method.modalities) == (N_CLASSES, S, MODS)
+
+
+def test_refusals_say_what_is_expected():
+    assert refused("ae", "cls_layers", []).endswith(
+        "option cls_layers=[]; expected a non-empty list of positive integers (method_options.ae.cls_layers)")
+    assert refused("ae", "dropout", 1.0).endswith(
+        "option dropout=1.0; expected a number in [0, 1) (method_options.ae.dropout)")
+    assert refused("mmin", "train_keep", "x").endswith(
+        "option train_keep='x'; expected one of proper, any (method_options.mmin.train_keep)")
+    assert refused("tate", "heads", 0).endswith("option heads=0; expected a positive integer (method_options.tate.heads)")
+    assert refused("ae", "clip_norm", 0).endswith("option clip_norm=0; expected a number > 0 (method_options.ae.clip_norm)")
+    assert refused("ae", "mse_weight", -1).endswith(
+        "option mse_weight=-1; expected a number >= 0 (method_options.ae.mse_weight)")
+    assert build("ae", cls_layers=[1], ae_layers=[1]).utt["audio"][0].out_features == 1  # 1 is a positive size
