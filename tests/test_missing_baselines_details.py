@@ -448,3 +448,43 @@ def test_mmin_without_complete_samples_names_its_modalities():
     data.present[:, 1] = ~data.present[:, 0]
     with pytest.raises(ValueError, match=r"^method mmin: no training sample has every modality \(audio, text\), so "):
         model.pretrain_rows(data)
+
+
+def test_cpm_latent_step_minimises_reconstruction_plus_lamb_times_the_batchs_structured_loss():
+    """The latents' objective (Algorithm 1): l_r of the batch + lamb · l_c summed over the batch's
+    rows (class means over every training latent). A latent rate of 1e-12 leaves the latents where
+    the loss was taken, so it can be re-computed after the step."""
+    from mla.methods.cpm_net import reconstruction_loss, structured_loss
+    torch.manual_seed(0)
+    mods = ("audio", "text")
+    model = create_method("cpm_net", identity_encoders(mods), n_classes=3, feature_dim=6, latent_dim=4, lamb=2.5,
+                          latent_steps=1, lr_latent=1e-12)
+    data = frozen_split(mods, n=24)
+    model.size_latents(data.labels, torch.Generator().manual_seed(0))
+    batch = data.batch(torch.tensor([2, 5, 7, 11, 13, 17]))
+    got = model.train_step(batch, optimizer=None)
+    with torch.no_grad():
+        views = model.views(batch)
+        recon = reconstruction_loss(model.decode(model.train_latents[batch["index"]]), views, batch["present"])
+        structured = structured_loss(model.train_latents, model.train_labels, 3, rows=batch["index"])
+        everyone = structured_loss(model.train_latents, model.train_labels, 3)
+    assert got == pytest.approx(float(recon + 2.5 * structured), rel=1e-5)
+    assert float(structured) != pytest.approx(float(everyone), rel=1e-3)  # the batch's rows, not every row
+
+
+def test_cpm_predicts_each_modality_from_it_alone_and_refuses_before_training():
+    torch.manual_seed(0)
+    mods = ("audio", "image", "text")
+    model = create_method("cpm_net", identity_encoders(mods), n_classes=3, feature_dim=6, latent_dim=4, test_epochs=3)
+    with pytest.raises(RuntimeError, match=r"^method cpm_net: predict before training \(no training latents\)$"):
+        model.predict(frozen_split(mods).batch(torch.arange(3)))
+    data = frozen_split(mods)
+    for batch in model.epoch_batches(data, 8, torch.Generator().manual_seed(0)):
+        model.train_step(batch, optimizer=None)
+    model.eval()
+    batch = data.batch(torch.arange(6))  # complete samples
+    out = model.predict(batch)
+    for i, m in enumerate(mods):
+        alone = {**batch, "present": batch["present"] & torch.tensor([j == i for j in range(3)])}
+        torch.testing.assert_close(out[m], model.predict(alone)["multi"], msg=m)
+    assert not torch.allclose(out["audio"], out["text"])
