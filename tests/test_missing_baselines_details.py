@@ -488,3 +488,25 @@ def test_cpm_predicts_each_modality_from_it_alone_and_refuses_before_training():
         alone = {**batch, "present": batch["present"] & torch.tensor([j == i for j in range(3)])}
         torch.testing.assert_close(out[m], model.predict(alone)["multi"], msg=m)
     assert not torch.allclose(out["audio"], out["text"])
+
+
+def test_cpm_initialisation_bounds_labels_and_rates():
+    """The code's xavier_init: U(±sqrt(6 / (fan_in + fan_out))) for the decoders (k -> s) and the
+    latents (n, k); new latents' labels are unknown (-1); each Adam has its own rate."""
+    from mla.methods.cpm_net import xavier_bound
+    assert xavier_bound(10, 5) == pytest.approx(math.sqrt(6 / 15), rel=1e-15)
+    torch.manual_seed(0)
+    model = create_method("cpm_net", identity_encoders(("audio", "text")), n_classes=3, feature_dim=60,
+                          latent_dim=40, lr_net=0.0021, lr_latent=0.034)
+    assert model.train_latents.shape == (0, 40)
+    b = math.sqrt(6 / 100)
+    w = model.decoders["audio"].weight.detach()
+    assert w.shape == (60, 40) and float(w.abs().max()) <= b and float(w.min()) < -0.9 * b and float(w.max()) > 0.9 * b
+    model.grow_latents(200, torch.Generator().manual_seed(0))
+    lat, bl = model.train_latents.detach(), math.sqrt(6 / 240)
+    assert float(lat.abs().max()) <= bl and float(lat.min()) < -0.9 * bl and float(lat.max()) > 0.9 * bl
+    assert (model.train_labels == -1).all() and len(model.train_labels) == 200
+    model.grow_latents(200)  # the same size: nothing drawn
+    assert torch.equal(model.train_latents.detach(), lat)
+    net, latent = model.optimisers()
+    assert net.param_groups[0]["lr"] == 0.0021 and latent.param_groups[0]["lr"] == 0.034
