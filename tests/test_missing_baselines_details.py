@@ -510,3 +510,23 @@ def test_cpm_initialisation_bounds_labels_and_rates():
     assert torch.equal(model.train_latents.detach(), lat)
     net, latent = model.optimisers()
     assert net.param_groups[0]["lr"] == 0.0021 and latent.param_groups[0]["lr"] == 0.034
+
+
+def test_cpm_keeps_its_adam_moments_across_steps_and_names_a_lonely_class():
+    """Each step re-checks the latents' size; the same size keeps the optimisers (and their
+    moments): after two steps each Adam has counted every step."""
+    torch.manual_seed(0)
+    mods = ("audio", "text")
+    model = create_method("cpm_net", identity_encoders(mods), n_classes=3, feature_dim=6, latent_dim=4,
+                          net_steps=2, latent_steps=3)
+    data = frozen_split(mods, n=24)
+    for _ in range(2):
+        for batch in model.epoch_batches(data, 8, torch.Generator().manual_seed(0)):
+            model.train_step(batch, optimizer=None)
+    net, latent = model.optimisers()
+    assert [int(s["step"]) for s in net.state.values()] == [4] * len(net.state)
+    assert [int(s["step"]) for s in latent.state.values()] == [6]
+    from mla.methods.cpm_net import structured_loss
+    with pytest.raises(ValueError, match=r"^method cpm_net: class\(es\) \[2\] have a single training sample; the "
+                                         r"structured loss compares each sample with the other samples of its class"):
+        structured_loss(torch.randn(5, 3), torch.tensor([0, 0, 1, 1, 2]), 3)
