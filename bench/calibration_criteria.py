@@ -84,7 +84,7 @@ def laziness(alone: list[float], joint: list[float]) -> tuple[float, float, bool
 
 def run_key(cfg: dict, job: grid.Job, seed: int) -> str:
     """A digest of everything that determines one run's result (seed included)."""
-    manifest = (Path(grid.feature_dir(job.dataset)) / "manifest.json").read_bytes()
+    manifest = (Path(grid.feature_dir(cfg, job.dataset)) / "manifest.json").read_bytes()
     settings = {k: cfg[k] for k in ("split_seed", "val_fraction", "threads", "precision", "model", "training",
                                     "method_options", "missing")}
     blob = json.dumps([hashlib.sha256(manifest).hexdigest(), settings, job.id, list(job.options), seed],
