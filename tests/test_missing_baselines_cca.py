@@ -11,7 +11,7 @@ from sklearn.svm import LinearSVC
 from mla.batches import to_tensors
 from mla.frozen import identity_encoders
 from mla.methods.base import create_method
-from mla.methods.cca_parts import cca_fit, total_correlation
+from mla.methods.cca_parts import LinearSVM, cca_fit, total_correlation
 from mla.methods.dccae import DCCAE
 from tiny import one_thread  # noqa: F401  (fixture)
 
@@ -204,7 +204,6 @@ def test_linear_svm_logits_match_linearsvc_and_absent_classes_never_win():
     """Multi-class: logits == LinearSVC's decision function on the classes seen, -1e4 on a class the
     training labels lack; two classes: [0, d] so argmax == LinearSVC.predict; one class (LinearSVC
     refuses it): that class everywhere."""
-    from mla.methods.cca_parts import LinearSVM
     rng = np.random.default_rng(0)
     z = rng.normal(size=(60, 3))
     labels = np.array([0, 1, 3] * 20)
@@ -275,7 +274,6 @@ def test_cca_fit_limits_name_the_culprit():
 
 def test_squared_hinge_by_hand():
     """One-vs-rest squared hinge: y = +1 on the label's column, -1 elsewhere; mean of max(0, 1 - y f)^2."""
-    from mla.methods.cca_parts import LinearSVM
     svm = LinearSVM(2, 3, c=1.0)
     with torch.no_grad():
         svm.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))

@@ -14,7 +14,11 @@ from torch.nn import functional as F
 from mla.batches import shuffled_batches, to_tensors
 from mla.frozen import identity_encoders
 from mla.methods.base import create_method
+import mla.methods.mmin
+from mla.methods.autoencoders import cmd, masked_mse, simulated_keep
 from mla.methods.cca_parts import total_correlation
+from mla.methods.cpm_net import per_sample_uniform, reconstruction_loss, structured_loss, xavier_bound
+from mla.methods.mmin import invariant_encoder
 from mla.methods.tate import TAG_BITS, missing_tag, symmetric_kl
 from tiny import one_thread  # noqa: F401  (fixture)
 
@@ -279,7 +283,6 @@ def test_cpm_loads_a_partial_state_without_latents():
 def test_if_mmin_teacher_loss_counts_a_pair_from_two_shared_rows_at_the_cmd_order():
     """CE + the mean over pairs of CMD(invariant features of the rows with both modalities, order
     ``cmd_order``); a pair needs two such rows."""
-    from mla.methods.autoencoders import cmd
     torch.manual_seed(0)
     mods = ("audio", "text")
     model = create_method("if_mmin", identity_encoders(mods), n_classes=3, feature_dim=6, embed_dim=4,
@@ -316,7 +319,6 @@ def test_if_mmin_teacher_loss_counts_a_pair_from_two_shared_rows_at_the_cmd_orde
 
 
 def test_invariant_encoder_is_the_codes_two_leaky_layers():
-    from mla.methods.mmin import invariant_encoder
     enc = invariant_encoder(5)
     assert [type(m).__name__ for m in enc] == ["Linear", "LeakyReLU", "Linear", "LeakyReLU"]
     assert (enc[0].in_features, enc[0].out_features, enc[2].in_features, enc[2].out_features) == (5, 5, 5, 5)
@@ -346,11 +348,10 @@ def mmin(name="mmin", **options):
 
 @pytest.mark.parametrize("name", ["mmin", "if_mmin"])
 def test_mmin_pretrains_on_complete_rows_in_training_mode_with_its_own_rate_and_clip_groups(name, monkeypatch):
-    import mla.methods.mmin as mmin_module
     model = mmin(name, pretrain_lr=3.5e-4)
     data = frozen_split(("audio", "text"))
     seen, groups, rates = [], [], []
-    real_loss, real_clip, real_adam = model.teacher_loss, mmin_module.clip_and_step, torch.optim.Adam
+    real_loss, real_clip, real_adam = model.teacher_loss, mla.methods.mmin.clip_and_step, torch.optim.Adam
 
     def loss(feats, batch):
         seen.append((bool(batch["present"].all()), model.teacher.training, len(batch["label"])))
@@ -366,7 +367,7 @@ def test_mmin_pretrains_on_complete_rows_in_training_mode_with_its_own_rate_and_
             super().__init__(params, **kw)
 
     monkeypatch.setattr(model, "teacher_loss", loss)
-    monkeypatch.setattr(mmin_module, "clip_and_step", clip)
+    monkeypatch.setattr(mla.methods.mmin, "clip_and_step", clip)
     monkeypatch.setattr(torch.optim, "Adam", Adam)
     model.eval()
     model.train()
@@ -401,7 +402,6 @@ def test_first_epoch_draws_from_the_loops_generator_only(name):
 
 
 def test_cpm_latent_draws_bounds_and_sizes():
-    from mla.methods.cpm_net import per_sample_uniform
     rows = per_sample_uniform(torch.tensor([3, 7, 3]), 500, 0.25)
     assert rows.shape == (3, 500) and torch.equal(rows[0], rows[2]) and not torch.equal(rows[0], rows[1])
     assert rows.min() >= -0.25 and rows.max() <= 0.25 and rows.min() < -0.2 and rows.max() > 0.2
@@ -432,7 +432,6 @@ def test_cpm_test_time_optimiser_uses_lr_test(monkeypatch):
 
 
 def test_masked_mse_divides_by_the_known_entries_and_keep_rules_are_named():
-    from mla.methods.autoencoders import masked_mse, simulated_keep
     pred, target = torch.tensor([[1.0, 5.0], [2.0, 7.0]]), torch.tensor([[4.0, 0.0], [0.0, 0.0]])
     known = torch.tensor([[True, False], [False, False]])
     assert float(masked_mse(pred, target, known)) == 9.0  # one known entry: (1 - 4)^2 / 1
@@ -454,7 +453,6 @@ def test_cpm_latent_step_minimises_reconstruction_plus_lamb_times_the_batchs_str
     """The latents' objective (Algorithm 1): l_r of the batch + lamb · l_c summed over the batch's
     rows (class means over every training latent). A latent rate of 1e-12 leaves the latents where
     the loss was taken, so it can be re-computed after the step."""
-    from mla.methods.cpm_net import reconstruction_loss, structured_loss
     torch.manual_seed(0)
     mods = ("audio", "text")
     model = create_method("cpm_net", identity_encoders(mods), n_classes=3, feature_dim=6, latent_dim=4, lamb=2.5,
@@ -493,7 +491,6 @@ def test_cpm_predicts_each_modality_from_it_alone_and_refuses_before_training():
 def test_cpm_initialisation_bounds_labels_and_rates():
     """The code's xavier_init: U(±sqrt(6 / (fan_in + fan_out))) for the decoders (k -> s) and the
     latents (n, k); new latents' labels are unknown (-1); each Adam has its own rate."""
-    from mla.methods.cpm_net import xavier_bound
     assert xavier_bound(10, 5) == pytest.approx(math.sqrt(6 / 15), rel=1e-15)
     torch.manual_seed(0)
     model = create_method("cpm_net", identity_encoders(("audio", "text")), n_classes=3, feature_dim=60,
@@ -526,7 +523,6 @@ def test_cpm_keeps_its_adam_moments_across_steps_and_names_a_lonely_class():
     net, latent = model.optimisers()
     assert [int(s["step"]) for s in net.state.values()] == [4] * len(net.state)
     assert [int(s["step"]) for s in latent.state.values()] == [6]
-    from mla.methods.cpm_net import structured_loss
     with pytest.raises(ValueError, match=r"^method cpm_net: class\(es\) \[2\] have a single training sample; the "
                                          r"structured loss compares each sample with the other samples of its class"):
         structured_loss(torch.randn(5, 3), torch.tensor([0, 0, 1, 1, 2]), 3)

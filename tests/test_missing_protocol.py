@@ -16,7 +16,8 @@ from mla import catalog, grid
 from mla.batches import eval_batches, to_tensors
 from mla.methods import METHODS, create_method
 from mla.methods.unimodal import Unimodal
-from mla.missing import draw_mask
+from mla.frozen import identity_encoders
+from mla.missing import draw_mask, realised
 from mla.train import (Selection, assemble_run, build_method, job_split_tensors, mark_complete, train_run,
                        write_run)
 from tiny import one_thread, tiny_config, tiny_dataset  # noqa: F401 (autouse fixture)
@@ -294,7 +295,6 @@ def test_metrics_json_records_each_fusion_rules_own_selection(tmp_path):
 
 
 def test_realised_fractions_refuse_a_mask_of_the_wrong_shape_and_empty_splits_are_none():
-    from mla.missing import realised
     mods = ("audio", "text")
     masks = {"train": np.array([[True, False], [True, True]]), "val": np.zeros((0, 2), bool)}
     out = realised(masks, mods)
@@ -307,9 +307,6 @@ def test_realised_fractions_refuse_a_mask_of_the_wrong_shape_and_empty_splits_ar
 
 
 def test_a_unimodal_run_needs_one_training_example_with_its_modality():
-    from mla.batches import to_tensors
-    from mla.frozen import identity_encoders
-    from mla.methods.base import create_method
     method = create_method("unimodal", identity_encoders(("text",)), n_classes=2, feature_dim=3)
     arrays = {"text": np.ones((4, 3), np.float32)}
     one = to_tensors(arrays, np.array([0, 1, 0, 1]), ("text",), np.array([[False], [True], [False], [False]]))

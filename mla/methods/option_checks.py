@@ -14,6 +14,10 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_choice(method: str, option: str, value, choices: tuple) -> None:
     """A value among ``choices``."""
     if value not in choices:
@@ -22,8 +26,7 @@ def check_choice(method: str, option: str, value, choices: tuple) -> None:
 
 def check_layers(method: str, option: str, value) -> tuple[int, ...]:
     """Layer sizes as a tuple of positive ints (YAML gives a list)."""
-    if not isinstance(value, (list, tuple)) or not value or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+    if not isinstance(value, (list, tuple)) or not value or not all(_integer(v) and v > 0 for v in value):
         raise refuse(method, option, value, "a non-empty list of positive integers")
     return tuple(value)
 
@@ -37,7 +40,7 @@ def check_positive(method: str, option: str, value, zero_ok: bool = False) -> fl
 
 def check_count(method: str, option: str, value, minimum: int = 1) -> int:
     """An integer >= ``minimum``."""
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+    if not (_integer(value) and value >= minimum):
         raise refuse(method, option, value, "a positive integer" if minimum == 1 else f"an integer >= {minimum}")
     return value
 
