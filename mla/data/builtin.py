@@ -34,7 +34,7 @@ For every sample and every modality m *independently*, the modality displays a c
   then values are clipped to [0, 1] and quantised to uint8. The content is grey on purpose: 4:2:0 chroma
   subsampling then loses nothing and the decoded frames match the rendered ones to within a few grey levels.
 * **image** (``Images/<id>.png``, 32x32 RGB): a bright bar (length 16 px, Gaussian cross-profile sigma
-  0.7 px) with class orientation ``180 * k / C`` degrees (counter-clockwise from +x), centred on a random
+  2.4 px) with class orientation ``180 * k / C`` degrees (counter-clockwise from +x), centred on a random
   point in [10, 22]^2, with a random bright colour (each channel in [0.6, 1]); one distractor blob (sigma
   2 px, random bright colour) at a random point in [4, 28]^2; dark background (0.1); Gaussian pixel noise
   of std ``noise`` (i.i.d. per pixel and channel); clip, uint8.
@@ -72,7 +72,7 @@ from mla.data.splits import sha256_file
 from mla.features.extract import MEDIA as MEDIA_LAYOUT  # raw sub-directory and extension per modality
 from mla.io import atomic_directory, write_json
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: image bar cross-profile sigma 2.4 px (was 0.7: the narrow image encoders learnt it late)
 
 # The built-in datasets' modalities and class counts come from the catalog.
 DATASETS: dict[str, dict] = {
@@ -91,6 +91,7 @@ N_FRAMES = 8
 FPS = 8
 TEXT_LEN = 12
 N_KEYWORDS = 3
+BAR_SIGMA = 2.4  # px, the image bar's Gaussian cross-profile (docs/benchmark.md, Calibration)
 
 # Five made-up keywords per class (class k of every built-in dataset uses row k).
 KEYWORDS: list[list[str]] = [
@@ -253,7 +254,7 @@ def render_image(rng: np.random.Generator, k: int, noise: float, n_classes: int)
     rel = _GRID - centre  # (SIZE, SIZE, 2) offsets (y, x) from the bar centre
     along = np.clip(rel @ u, -8.0, 8.0)  # distance to the 16 px segment
     d2 = ((rel - along[..., None] * u) ** 2).sum(-1)
-    bar = np.exp(-d2 / (2 * 0.7**2))[..., None] * (bar_colour - 0.1)
+    bar = np.exp(-d2 / (2 * BAR_SIGMA**2))[..., None] * (bar_colour - 0.1)
     spot = _gauss(blob[0], blob[1], 2.0)[..., None] * (blob_colour - 0.1)
     return _to_uint8(0.1 + np.maximum(bar, spot) + noise * pixel_noise)
 
@@ -412,8 +413,8 @@ def _content_description(mods: list[str], n_classes: int) -> dict:
         desc["video"] = {"size": SIZE, "n_frames": N_FRAMES, "fps": FPS, "codec": "mpeg4",
                          "direction_deg": [round(360.0 * k / n_classes, 4) for k in range(n_classes)]}
     if "image" in mods:
-        desc["image"] = {"size": SIZE, "orientation_deg": [round(180.0 * k / n_classes, 4)
-                                                           for k in range(n_classes)]}
+        desc["image"] = {"size": SIZE, "bar_length_px": 16, "bar_sigma_px": BAR_SIGMA,
+                         "orientation_deg": [round(180.0 * k / n_classes, 4) for k in range(n_classes)]}
     if "text" in mods:
         desc["text"] = {"n_words": TEXT_LEN, "n_keywords": N_KEYWORDS, "keywords": KEYWORDS[:n_classes],
                         "filler_vocab_size": len(FILLER)}
