@@ -22,7 +22,9 @@ per-modality runs, which late fusion assembles, are kept in ``<cache>.states/``)
     uv run python bench/calibration_criteria.py --datasets builtin_av --methods unimodal concat \\
         --seeds 0 1 2 [--set training.epochs=12 ...] [--cache work/calibration/runs.jsonl]
 
-``--from-results`` reads the runs of a finished pipeline (``snakemake --cores 8 all``) instead of training.
+``--from-results`` reads the runs of a finished pipeline (``snakemake --cores 8 all``) instead of training;
+``--write`` also saves the criteria to ``bench/results/calibration.json``, from which ``python -m mla
+readme`` generates the README's calibration block.
 
 Needs the datasets' feature stores (``snakemake --cores 2 phase_data``). Calibrate on the
 joint-vs-alone and convergence results only, never on MLA's results.
@@ -34,6 +36,7 @@ import hashlib
 import json
 import math
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -42,6 +45,7 @@ import torch
 
 from mla import catalog, config, grid
 from mla.evaluate import accuracies, split_metrics
+from mla.report import readme
 from mla.report.verdicts import smallest_significant
 from mla.train import build_method, job_split_tensors, load_dataset, set_threads, train_run
 
@@ -179,61 +183,92 @@ def pipeline_records(cfg: dict, datasets: list[str], methods: list[str], seeds: 
     return out
 
 
-def report(cfg: dict, records: list[dict]) -> bool:
-    """Print the criteria table; return whether every criterion passes."""
-    cells: dict[tuple[str, str], list[dict]] = {}
+def summarise(records: list[dict]) -> dict:
+    """The three criteria over ``records`` (one per run): per cell its mean, seed std and convergence
+    range with PASS/FAIL, per dataset its modalities' laziness, the stability summary, and ``pass``."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        cells.setdefault((r["dataset"], r["tag"]), []).append(r)
-    ok = True
-    stds = []
-    print(f"\n{'dataset':12s} {'cell':20s} {'test multi':>15s} {'std':>5s} {'stable':>6s} {'range':>5s} {'conv':>4s}"
-          f" {'sel.ep':>6s} {'s/run':>6s}")
-    for (d, tag), rs in cells.items():
+        groups.setdefault((r["dataset"], r["tag"]), []).append(r)
+    cells = []
+    for (d, tag), rs in groups.items():
         acc = [r["test"]["multi"] for r in rs]
-        sd = seed_std(acc)
-        stds.append(sd)
         if rs[0]["val_curve"] is None:  # late fusion: its branches' ranges
-            branches = [t for (dd, t) in cells if dd == d and t.startswith("unimodal-")]
-            rng = max((convergence_range([r["val_curve"] for r in cells[(d, t)]]) for t in branches), default=None)
+            branches = [t for (dd, t) in groups if dd == d and t.startswith("unimodal-")]
+            rng = max((convergence_range([r["val_curve"] for r in groups[(d, t)]]) for t in branches), default=None)
         else:
             rng = convergence_range([r["val_curve"] for r in rs])
-        conv = "n/a" if rng is None else ("PASS" if rng <= CONVERGED_RANGE else "FAIL")
-        stable = "PASS" if sd <= STABLE_MAX else "FAIL"
-        ok &= conv == "PASS" and stable == "PASS"
         sel = [r["selected_epoch"] for r in rs if r["selected_epoch"] is not None]
-        print(f"{d:12s} {tag:20s} {np.mean(acc):7.2f} +- {sd:5.2f} {'':5s} {stable:>6s} "
-              f"{'-' if rng is None else f'{rng:5.2f}':>5s} {conv:>4s} {statistics.median(sel) if sel else '-':>6} "
-              f"{np.mean([r['wall_s'] for r in rs]):6.1f}")
-    print("\nlaziness (test accuracy of a modality: trained alone vs read from concat's encoder)")
-    for d in dict.fromkeys(d for d, _ in cells):
-        if (d, "concat") not in cells:
-            print(f"{d:12s} concat not run: laziness not measured")
-            ok = False
+        cells.append({"dataset": d, "cell": tag, "mean": float(np.mean(acc)), "std": seed_std(acc),
+                      "range": rng, "converged": None if rng is None else rng <= CONVERGED_RANGE,
+                      "selected_epoch": statistics.median(sel) if sel else None,
+                      "s_per_run": float(np.mean([r["wall_s"] for r in rs]))})
+    for c in cells:
+        c["stable"] = c["std"] <= STABLE_MAX
+    lazy = {}
+    for d in dict.fromkeys(d for d, _ in groups):
+        if (d, "concat") not in groups:
+            lazy[d] = {"modalities": [], "pass": False, "missing": "concat"}
             continue
-        lazy_any = False
+        rows = []
         for m in catalog.dataset_info(d).modalities:
-            if (d, f"unimodal-{m}") not in cells:
-                print(f"{d:12s} {m:6s} unimodal-{m} not run")
+            if (d, f"unimodal-{m}") not in groups:
+                rows.append({"modality": m, "missing": f"unimodal-{m}"})
                 continue
-            alone = [r["test"]["multi"] for r in cells[(d, f"unimodal-{m}")]]
-            joint = [r["test"][m] for r in cells[(d, "concat")]]
-            gap, pooled, lazy = laziness(alone, joint)
-            lazy_any |= lazy
-            print(f"{d:12s} {m:6s} alone {np.mean(alone):6.2f} +- {seed_std(alone):5.2f}  concat "
-                  f"{np.mean(joint):6.2f} +- {seed_std(joint):5.2f}  gap {gap:6.2f} (2 pooled sd {2 * pooled:5.2f})"
-                  f"  {'lazy' if lazy else 'not lazy'}")
-        print(f"{d:12s} lazy: {'PASS' if lazy_any else 'FAIL'}")
-        ok &= lazy_any
-    n = min(len(rs) for rs in cells.values())
+            alone = [r["test"]["multi"] for r in groups[(d, f"unimodal-{m}")]]
+            joint = [r["test"][m] for r in groups[(d, "concat")]]
+            gap, pooled, is_lazy = laziness(alone, joint)
+            rows.append({"modality": m, "alone_mean": float(np.mean(alone)), "alone_std": seed_std(alone),
+                         "joint_mean": float(np.mean(joint)), "joint_std": seed_std(joint), "gap": gap,
+                         "two_pooled_sd": 2 * pooled, "lazy": is_lazy})
+        lazy[d] = {"modalities": rows, "pass": any(r.get("lazy") for r in rows)}
+    stds = [c["std"] for c in cells]
+    n = min(len(rs) for rs in groups.values())
     median = statistics.median(stds)
-    ssd = smallest_significant(median, n)
-    print(f"\nstability over {len(stds)} cells, {n} seeds: median seed std {median:.2f} "
-          f"({'PASS' if median <= STABLE_MEDIAN else 'FAIL'} <= {STABLE_MEDIAN}), max {max(stds):.2f} "
-          f"({'PASS' if max(stds) <= STABLE_MAX else 'FAIL'} <= {STABLE_MAX}); smallest significant difference at "
-          f"the median: {ssd:.2f} points ({'PASS' if ssd <= SIGNIFICANT_MAX else 'FAIL'} <= {SIGNIFICANT_MAX})")
-    ok &= median <= STABLE_MEDIAN and max(stds) <= STABLE_MAX and ssd <= SIGNIFICANT_MAX
-    print(f"all criteria: {'PASS' if ok else 'FAIL'}")
-    return ok
+    worst = max(cells, key=lambda c: c["std"])
+    stability = {"cells": len(cells), "seeds": n, "median_std": median, "max_std": worst["std"],
+                 "max_std_cell": f"{worst['dataset']} {worst['cell']}",
+                 "smallest_significant": smallest_significant(median, n)}
+    stability["pass"] = (median <= STABLE_MEDIAN and worst["std"] <= STABLE_MAX
+                         and stability["smallest_significant"] <= SIGNIFICANT_MAX)
+    ok = (all(c["converged"] is not False and c["stable"] for c in cells) and all(v["pass"] for v in lazy.values())
+          and stability["pass"])
+    return {"cells": cells, "lazy": lazy, "stability": stability, "pass": ok}
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def print_summary(summary: dict) -> None:
+    """Print :func:`summarise`'s result: one row per cell, the laziness, the stability line."""
+    print(f"\n{'dataset':12s} {'cell':20s} {'test multi':>15s} {'std':>5s} {'stable':>6s} {'range':>5s} {'conv':>4s}"
+          f" {'sel.ep':>6s} {'s/run':>6s}")
+    for c in summary["cells"]:
+        rng = "-" if c["range"] is None else f"{c['range']:5.2f}"
+        conv = "n/a" if c["converged"] is None else verdict(c["converged"])
+        sel = "-" if c["selected_epoch"] is None else c["selected_epoch"]
+        print(f"{c['dataset']:12s} {c['cell']:20s} {c['mean']:7.2f} +- {c['std']:5.2f} {'':5s} "
+              f"{verdict(c['stable']):>6s} {rng:>5s} {conv:>4s} {sel:>6} {c['s_per_run']:6.1f}")
+    print("\nlaziness (test accuracy of a modality: trained alone vs read from concat's encoder)")
+    for d, v in summary["lazy"].items():
+        if v.get("missing"):
+            print(f"{d:12s} concat not run: laziness not measured")
+            continue
+        for r in v["modalities"]:
+            if r.get("missing"):
+                print(f"{d:12s} {r['modality']:6s} {r['missing']} not run")
+                continue
+            print(f"{d:12s} {r['modality']:6s} alone {r['alone_mean']:6.2f} +- {r['alone_std']:5.2f}  concat "
+                  f"{r['joint_mean']:6.2f} +- {r['joint_std']:5.2f}  gap {r['gap']:6.2f} (2 pooled sd "
+                  f"{r['two_pooled_sd']:5.2f})  {'lazy' if r['lazy'] else 'not lazy'}")
+        print(f"{d:12s} lazy: {verdict(v['pass'])}")
+    s = summary["stability"]
+    print(f"\nstability over {s['cells']} cells, {s['seeds']} seeds: median seed std {s['median_std']:.2f} "
+          f"({verdict(s['median_std'] <= STABLE_MEDIAN)} <= {STABLE_MEDIAN}), max {s['max_std']:.2f} "
+          f"({verdict(s['max_std'] <= STABLE_MAX)} <= {STABLE_MAX}); smallest significant difference at "
+          f"the median: {s['smallest_significant']:.2f} points "
+          f"({verdict(s['smallest_significant'] <= SIGNIFICANT_MAX)} <= {SIGNIFICANT_MAX})")
+    print(f"all criteria: {verdict(summary['pass'])}")
 
 
 def settings(cfg: dict, datasets: list[str], seeds: list[int]) -> str:
@@ -256,6 +291,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("work/calibration/runs.jsonl"), help="run records (git-ignored)")
     ap.add_argument("--from-results", action="store_true",
                     help="read the finished pipeline's runs (results/<name>/train/) instead of training")
+    ap.add_argument("--write", type=Path, nargs="?", const=Path(readme.CALIBRATION_JSON), default=None,
+                    help=f"also write the criteria as JSON (default path {readme.CALIBRATION_JSON}, from which "
+                         "`python -m mla readme` generates the README's calibration block)")
     args = ap.parse_args()
     cfg = config.load(args.config, args.set)
     datasets = args.datasets or cfg["datasets"]
@@ -269,7 +307,19 @@ def main() -> None:
                else collect(cfg, datasets, methods, seeds, args.cache))
     if not args.from_results:  # training printed its progress since: repeat what was measured
         print("\n" + settings(cfg, datasets, seeds))
-    report(cfg, records)
+    summary = summarise(records)
+    print_summary(summary)
+    if args.write:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        meta = {"commit": commit, "name": cfg["name"], "from_results": args.from_results, "seeds": seeds,
+                "epochs": cfg["training"]["epochs"], "last_quarter": last_quarter(cfg["training"]["epochs"]),
+                "thresholds": {"lazy_gap": LAZY_GAP, "lazy_sigmas": LAZY_SIGMAS, "converged_range": CONVERGED_RANGE,
+                               "stable_median": STABLE_MEDIAN, "stable_max": STABLE_MAX,
+                               "significant_max": SIGNIFICANT_MAX}}
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(json.dumps({**meta, **summary}, indent=1) + "\n")
+        print(f"wrote {args.write}")
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ class Selection:
         if self.best is None or scores[self.select_on]["multi"] > self.best[self.select_on]["multi"]:
             self.best, self.best_epoch = scores, epoch
             self.best_state = copy.deepcopy(method.state_dict())
-        if self.best_test is None or scores["test"]["multi"] > self.best_test["multi"]:
+        if "test" in scores and (self.best_test is None or scores["test"]["multi"] > self.best_test["multi"]):
             self.best_test = {"epoch": epoch, "multi": scores["test"]["multi"]}
         for key in sorted(k for k in scores[self.select_on] if k.startswith("multi:")):
             fusion, score = key.split(":", 1)[1], scores[self.select_on][key]
@@ -209,13 +209,22 @@ class Selection:
                                                                for s in ("val", "test")}}
 
 
+def scores_test_every_epoch(job: grid.Job, select_on: str) -> bool:
+    """Whether a run scores its test split after every epoch: where a table reads it (Table 1's selection
+    table: the best epoch on test and the last epoch; Table 3: each fusion rule at its own selected
+    epoch) and when the checkpoint is selected on test. Table 2 reads only the selected checkpoint's
+    test accuracy, which :func:`train_run` scores once, from the selected state, after training."""
+    return job.missing_rate is None or select_on == "test"
+
+
 def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
               work: RunWork | None = None, seconds: dict | None = None) -> tuple[dict, list[dict], dict, dict]:
     """Train one seed; return (metrics, epoch log, selected state_dict, presence masks).
 
     With ``work``, the run resumes from the state saved there and saves its state after every epoch.
     ``seconds``, if given, receives where this process spent the run's time: ``setup`` (masks, frozen
-    features, model), ``train`` (training steps), ``eval`` (scoring val and test every epoch) and
+    features, model), ``train`` (training steps), ``eval`` (scoring after every epoch, see
+    :func:`scores_test_every_epoch`, and the selected state) and
     ``save`` (per-epoch resume state); ``provenance.json`` records it, ``bench/pipeline.py`` sums it.
     """
     clock = _Clock(seconds)
@@ -240,6 +249,8 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
     tr = config_mod.training_for(cfg, job.method)  # frozen-feature baselines: missing.frozen_training over it
     optimizer, scheduler = build_optimizer({**cfg, "training": tr}, method.parameters())
     log, sel = [], Selection("val" if len(data["val"]) else "test")  # val_fraction 0 = the released protocol
+    every_epoch = ("val", "test") if scores_test_every_epoch(job, sel.select_on) else ("val",)
+    scored_splits = [s for s in every_epoch if len(data[s])]
 
     clock.lap("setup")
 
@@ -269,7 +280,7 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
         clock.lap("train")
         # --- eval -------------------------------------------------------------------------
         with place.autocast():
-            scores = {s: accuracies(method, data[s], tr["eval_batch_size"]) for s in ("val", "test") if len(data[s])}
+            scores = {s: accuracies(method, data[s], tr["eval_batch_size"]) for s in scored_splits}
         # A method may report its own per-epoch diagnostics (MLA: HGM's retention and P's spectrum).
         diagnostics = getattr(method, "epoch_diagnostics", None)
         log.append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 6),
@@ -291,9 +302,14 @@ def train_run(cfg: dict, job: grid.Job, ds: DatasetArrays, seed: int,
         clock.lap("save")
 
     # --- select -----------------------------------------------------------------------
+    if "test" not in sel.best:  # the selected state's test accuracy, as scoring it at its epoch gave
+        method.load_state_dict(sel.best_state)
+        with place.autocast():
+            sel.best = {**sel.best, "test": accuracies(method, data["test"], tr["eval_batch_size"])}
     metrics = run_metrics(job, seed, method, data, masks, missing, sel.best, device)
     metrics.update(selection=sel.select_on, selected_epoch=sel.best_epoch, epochs=tr["epochs"],
-                   best_on_test=sel.best_test, last_epoch=split_metrics(sel.last["test"])[0],
+                   best_on_test=sel.best_test,
+                   last_epoch=split_metrics(sel.last["test"])[0] if "test" in sel.last else None,
                    fusion_selection=sel.fusion_best)
     if components is not None:
         metrics["components"] = components

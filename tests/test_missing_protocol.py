@@ -316,3 +316,41 @@ def test_a_unimodal_run_needs_one_training_example_with_its_modality():
     with pytest.raises(ValueError, match=r"^unimodal text: no training example has this modality under the "
                                          r"missing-modality mask; lower missing.rates or use more data$"):
         method.epoch_batches(none, 2, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("method", [m for m, i in catalog.METHODS.items()  # every method that trains
+                                    if 2 in i.modality_counts and (i.frozen_features or not i.reuses)])
+def test_a_table2_run_scores_test_once_exactly_as_at_its_selected_epoch(tmp_path, monkeypatch, method):
+    """Table 2 reads the selected checkpoint's test accuracy only, so a missing-phase run scores val after
+    every epoch and test once, from the selected state: the same numbers as scoring test after every
+    epoch (the state carries everything prediction reads; prediction changes nothing)."""
+    import mla.train as train_mod
+
+    monkeypatch.chdir(tmp_path)  # frozen-feature jobs read the unimodal runs under results/<name>/
+    cfg, ds = missing_config(tmp_path, epochs=3), tiny_dataset()
+    by_tag = {j.tag: j for j in missing_jobs(cfg)}
+    if catalog.method_info(method).frozen_features:
+        for m in ds.modalities:
+            uni = by_tag[f"unimodal-{m}-eta50"]
+            metrics, log, state, masks = train_run(cfg, uni, ds, SEED)
+            write_run(uni.runs[0].run_dir, cfg, metrics, log, state, masks, 0.0)
+    job = next(j for j in missing_jobs(cfg) if j.method == method)
+    metrics, log, _, _ = train_run(cfg, job, ds, SEED)
+    assert all("test" not in row and "val" in row for row in log)
+    assert metrics["best_on_test"] is None and metrics["last_epoch"] is None
+    monkeypatch.setattr(train_mod, "scores_test_every_epoch", lambda job, select_on: True)
+    ref, ref_log, _, _ = train_run(cfg, job, ds, SEED)
+    assert [r["val"] for r in ref_log] == [r["val"] for r in log]
+    assert ref["selected_epoch"] == metrics["selected_epoch"]
+    assert metrics["test"] == ref["test"] == ref_log[metrics["selected_epoch"] - 1]["test"]
+    assert metrics["fusion"] == ref["fusion"]
+
+
+def test_table1_and_test_selected_runs_score_test_every_epoch(tmp_path):
+    from mla.train import scores_test_every_epoch
+    cfg = missing_config(tmp_path)
+    table2 = missing_jobs(cfg)[0]
+    assert table2.missing_rate == RATE and not scores_test_every_epoch(table2, "val")
+    assert scores_test_every_epoch(table2, "test")  # val_fraction 0: the selection itself needs test
+    table1 = next(j for j in grid.jobs(cfg) if j.phase == "train")
+    assert table1.missing_rate is None and scores_test_every_epoch(table1, "val")

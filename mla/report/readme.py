@@ -1,13 +1,15 @@
 """The README's numbers, generated: never typed by hand, so never stale.
 
-Two blocks of ``README.md`` lie between ``<!-- begin generated: KEY -->`` and ``<!-- end generated: KEY -->``:
+Three blocks of ``README.md`` lie between ``<!-- begin generated: KEY -->`` and ``<!-- end generated: KEY -->``:
 
 - ``results``: the report's ``readme.md`` (written by the report rule beside ``claims.md``): the
   claims' scoreboard and Table 1's fused accuracies of the run;
+- ``calibration``: ``bench/results/calibration.json``, written by ``bench/calibration_criteria.py
+  --from-results --write`` on that run (the built-in benchmark's three calibration criteria);
 - ``timing``: ``bench/results/pipeline.json``, written by ``bench/pipeline.py`` (job count, wall
   time, where the time goes).
 
-Both sources are committed (``reports/builtin/readme.md`` is a DVC output with ``cache: false``, the
+The sources are committed (``reports/builtin/readme.md`` is a DVC output with ``cache: false``, the
 way DVC keeps small results in git), ``python -m mla readme`` copies them into the README, and
 ``tests/test_readme.py`` fails when the README and its sources differ.
 """
@@ -18,6 +20,7 @@ import re
 from pathlib import Path
 
 BENCH_JSON = "bench/results/pipeline.json"
+CALIBRATION_JSON = "bench/results/calibration.json"
 
 
 def marker(kind: str, key: str) -> str:
@@ -60,6 +63,39 @@ def timing_md(bench: dict) -> str:
             "up; `docs/benchmark.md` has the breakdown.\n")
 
 
+def calibration_md(calib: dict) -> str:
+    """The ``calibration`` block from ``bench/calibration_criteria.py --write``'s JSON: each criterion's
+    verdict with the figures behind it (per dataset the lazy modality with the largest gap)."""
+    t, s = calib["thresholds"], calib["stability"]
+    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
+    lazy = []
+    for d, v in calib["lazy"].items():
+        found = [r for r in v["modalities"] if r.get("lazy")]
+        if found:
+            r = max(found, key=lambda r: r["gap"])
+            lazy.append(f"`{d}` {r['modality']} {r['alone_mean']:.1f} alone, {r['joint_mean']:.1f} under concat")
+        else:
+            lazy.append(f"`{d}` no lazy modality")
+    judged = [c for c in calib["cells"] if c["converged"] is not None]
+    n_conv = sum(bool(c["converged"]) for c in judged)
+    widest = max(judged, key=lambda c: c["range"])
+    return "\n".join([
+        f"Calibration of the built-in benchmark, measured on this run (`bench/calibration_criteria.py --from-results "
+        f"--write` at commit `{calib['commit']}`, {len(calib['seeds'])} seeds; the criteria, and the settings rejected "
+        f"on the way: [docs/benchmark.md](docs/benchmark.md#calibration)):", "",
+        f"- **lazy** ({verdict(all(v['pass'] for v in calib['lazy'].values()))}): on every dataset some modality read "
+        f"from concat is at least {t['lazy_gap']:g} points and {t['lazy_sigmas']:g} pooled standard deviations below "
+        f"the same encoder trained alone: {'; '.join(lazy)};",
+        f"- **converged** ({verdict(n_conv == len(judged))}, {n_conv} of {len(judged)} cells): the seed-mean "
+        f"validation accuracy moves at most {t['converged_range']:g} points over the last {calib['last_quarter']} of "
+        f"{calib['epochs']} epochs (the most: {widest['range']:.2f}, {widest['cell']} on `{widest['dataset']}`);",
+        f"- **stable** ({verdict(s['pass'])}): over the {s['cells']} cells (every method and each modality alone) the "
+        f"median seed std is {s['median_std']:.2f} points (at most {t['stable_median']:g}) and the largest "
+        f"{s['max_std']:.2f} ({s['max_std_cell']}; at most {t['stable_max']:g}), so "
+        f"{len(calib['seeds'])} seeds call a difference of {s['smallest_significant']:.2f} points significant at the "
+        f"median (at most {t['significant_max']:g}).", ""])
+
+
 def replace_block(text: str, key: str, body: str) -> str:
     """``text`` with the generated block ``key`` replaced by ``body``; an error if the markers are missing."""
     begin, end = marker("begin", key), marker("end", key)
@@ -71,14 +107,18 @@ def replace_block(text: str, key: str, body: str) -> str:
 
 
 def render_readme(root: str | Path, name: str = "builtin") -> str:
-    """README.md with both generated blocks refreshed from their committed sources under ``root``."""
+    """README.md with its generated blocks refreshed from their committed sources under ``root``."""
     root = Path(root)
-    sources = {"results": root / "reports" / name / "readme.md", "timing": root / BENCH_JSON}
+    sources = {"results": root / "reports" / name / "readme.md", "calibration": root / CALIBRATION_JSON,
+               "timing": root / BENCH_JSON}
+    hints = {"results": "run the pipeline (snakemake --cores 8 all)",
+             "calibration": "run uv run python bench/calibration_criteria.py --from-results --write after the pipeline",
+             "timing": "run uv run python bench/pipeline.py --write"}
     for key, path in sources.items():
         if not path.is_file():
-            hint = ("run the pipeline (snakemake --cores 8 all)" if key == "results"
-                    else "run uv run python bench/pipeline.py --write")
-            raise FileNotFoundError(f"{path}: missing, the README's {key} come from it; {hint}")
+            raise FileNotFoundError(f"{path}: missing, the README's {key} come from it; {hints[key]}")
+    read = lambda key: sources[key].read_text(encoding="utf-8")  # noqa: E731
     text = (root / "README.md").read_text(encoding="utf-8")
-    text = replace_block(text, "results", sources["results"].read_text(encoding="utf-8"))
-    return replace_block(text, "timing", timing_md(json.loads(sources["timing"].read_text(encoding="utf-8"))))
+    text = replace_block(text, "results", read("results"))
+    text = replace_block(text, "calibration", calibration_md(json.loads(read("calibration"))))
+    return replace_block(text, "timing", timing_md(json.loads(read("timing"))))
