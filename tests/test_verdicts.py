@@ -63,6 +63,16 @@ def test_failed_premise_is_not_applicable_and_claim_verdicts():
     assert Claim("k", "s", [hold, noise]).verdict() == INCONCLUSIVE
     assert Claim("k", "s", [hold, noise, rev]).verdict() == CONTRADICTED
     assert Claim("k", "s", [hold, rev]).weakest() is rev
+    # the headline item decides the verdict: a narrow hold (+1, smaller) is not the weakest of a claim that a
+    # noisy +2 leaves inconclusive; among inconclusive items, the lowest interval bound
+    narrow = _item([81.0, 81.1, 80.9], [80.0, 80.1, 79.9])
+    assert narrow.verdict == HOLDS and noise.verdict == INCONCLUSIVE and narrow.numbers["diff"] < noise.numbers["diff"]
+    assert Claim("k", "s", [narrow, noise]).weakest() is noise
+    wide = _item([80.0, 95.0, 65.0], [78.0, 80.0, 76.0])
+    assert wide.numbers["ci_low"] < noise.numbers["ci_low"] and Claim("k", "s", [noise, wide, narrow]).weakest() is wide
+    assert Claim("k", "s", [wide, rev, hold]).weakest() is rev  # contradicted beats a lower inconclusive bound
+    one_seed = _item([85.0], [80.0])
+    assert Claim("k", "s", [one_seed, noise]).weakest() is noise  # noise's lower bound is below one_seed's +5
     assert Claim("k", "s", [hold, not_applicable("d", "why")]).verdict() == HOLDS
 
 

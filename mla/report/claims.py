@@ -4,8 +4,8 @@ Every item compares two cells "A > B" over seeds with Welch's 95 % interval of t
 (:mod:`mla.report.verdicts`): **holds**, **contradicted**, **inconclusive**, **not applicable** (the
 claim's premise fails) or **not evaluated** (a cell is not in the grid). A claim is a statement about
 all its items ("MLA beats every baseline"): it holds when every applicable item holds, is contradicted
-when any item is, and is inconclusive otherwise; its headline is its weakest item (the smallest
-difference), with that item's interval.
+when any item is, and is inconclusive otherwise; its headline is its weakest item (the item that
+decides that verdict, with the lowest interval bound among those), with that item's interval.
 """
 from __future__ import annotations
 
@@ -51,9 +51,16 @@ class Claim:
         return HOLDS if all(i.verdict == HOLDS for i in ev) else INCONCLUSIVE
 
     def weakest(self) -> Item | None:
-        """The applicable item with the smallest difference: the one that decides a universal claim."""
+        """The applicable item that decides the claim's verdict: a contradicted item if there is one, else
+        an inconclusive one, else a holding one; among those, the one with the lowest interval bound (its
+        difference when it has no interval). The smallest difference alone could pick an item that holds
+        narrowly while a larger but noisier one leaves the claim inconclusive."""
         ev = self.applicable()
-        return min(ev, key=lambda i: i.numbers["diff"]) if ev else None
+        if not ev:
+            return None
+        rank = {CONTRADICTED: 0, INCONCLUSIVE: 1, HOLDS: 2}
+        low = lambda i: i.numbers["diff"] if i.numbers.get("ci_low") is None else i.numbers["ci_low"]  # noqa: E731
+        return min(ev, key=lambda i: (rank[i.verdict], low(i)))
 
     def summary(self) -> str:
         """E.g. ``holds (12 of 12 comparisons hold)``, ``contradicted (3 hold, 1 contradicted of 4 ...)``."""
