@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mla import catalog, config, grid, real_paths
+from mla.analysis.gap import gap_summary
 from mla.analysis.tsne import analyse, save_npz
 from mla.config import load
 from mla.report.build import build_report
@@ -91,22 +92,28 @@ def write_results(cfg: dict, tweak: dict | None = None) -> None:
             (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
 
 
-def write_embeddings(cfg: dict) -> None:
-    """Synthetic encoder outputs: MLA's modality clouds lie further apart than concat's."""
+def write_embeddings(cfg: dict, per_seed: bool = True) -> None:
+    """Synthetic encoder outputs of every seed's run, as ``mla analyze`` measures them: MLA's modality
+    clouds lie further apart than concat's; the embeddings file is the analysis seed's. Without
+    ``per_seed``, gap.json has the analysis seed's gap only (an analysis from before gap_per_seed)."""
     for d in cfg["analysis"]["datasets"]:
         out = Path(grid.analysis_dir(cfg, d))
         out.mkdir(parents=True, exist_ok=True)
         mods = catalog.dataset_info(d).modalities
+        gaps: dict[str, dict[str, dict[str, float]]] = {}
         for method, sep in (("concat", 0.3), ("mla", 1.0)):
-            rng = np.random.default_rng(len(d) + len(method))
-            arrays = {"labels": np.arange(40) % 4}
-            for i, m in enumerate(mods):
-                x = rng.normal(size=(40, 8)).astype(np.float32)
-                x[:, i] += 10 * sep
-                x[:, 7] += 10
-                arrays[f"features_{m}"] = x
-            save_npz(out / f"embeddings_{method}.npz", arrays)
-        analyse(cfg, d, str(out))
+            for seed in cfg["seeds"]:
+                rng = np.random.default_rng(len(d) + len(method) + 100 * seed)
+                arrays = {"labels": np.arange(40) % 4}
+                for i, m in enumerate(mods):
+                    x = rng.normal(size=(40, 8)).astype(np.float32)
+                    x[:, i] += 10 * sep
+                    x[:, 7] += 10
+                    arrays[f"features_{m}"] = x
+                gaps.setdefault(method, {})[str(seed)] = gap_summary({m: arrays[f"features_{m}"] for m in mods})
+                if seed == cfg["analysis"]["seed"]:
+                    save_npz(out / f"embeddings_{method}.npz", arrays)
+        analyse(cfg, d, str(out), gaps if per_seed else None)
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +234,8 @@ def test_claims_hold_then_flip(tree):
     assert claims["b_mla_multi"]["items"]["builtin_av: mla vs concat"]["verdict"] == "holds"
     assert claims["c_weak_modality"]["summary"].startswith("holds")
     assert claims["d_ablation"]["summary"] == "holds (12 hold of 12 comparisons)"
-    # one analysis seed: no interval, so the gap comparisons decide nothing
-    assert claims["e_modality_gap"]["summary"] == "inconclusive (3 inconclusive of 3 comparisons)"
+    # the gap of every seed's run: MLA's clouds lie far further apart in both seeds
+    assert claims["e_modality_gap"]["summary"] == "holds (3 hold of 3 comparisons)"
     assert claims["f_missing"]["summary"] == "holds (7 hold of 7 comparisons)"
     # Welch with 2 + 2 seeds of std sqrt(0.5): half-width t(0.975, 2) * sqrt(0.5/2 + 0.5/2)
     item = claims["b_mla_multi"]["items"]["builtin_av: mla vs concat"]
@@ -301,6 +308,27 @@ def test_gap_json(tree):
     assert set(doc["gap"]) == {"concat", "mla"}
     assert list(doc["gap"]["mla"]) == ["audio-image", "audio-text", "image-text", "mean"]
     assert doc["gap"]["mla"]["mean"] > doc["gap"]["concat"]["mean"]
+    # every seed's gap; the analysis seed's is the one the embeddings (and the t-SNE) show
+    assert set(doc["gap_per_seed"]["mla"]) == {"0", "1"}
+    assert doc["gap_per_seed"]["mla"][str(doc["seed"])] == doc["gap"]["mla"]
+
+
+def test_gap_table_and_claim_are_over_seeds(tree):
+    """The gap table's cells are mean ± std over the seeds' gaps (hand-computed from gap.json), and
+    claim (e) compares them with Welch's interval; an analysis with one seed's gap decides nothing."""
+    _, metrics = _build(tree)
+    doc = json.loads((Path(grid.analysis_dir(tree, "builtin_av")) / "gap.json").read_text())
+    for method in ("concat", "mla"):
+        a, b = (doc["gap_per_seed"][method][s]["mean"] for s in ("0", "1"))
+        cell = metrics["modality_gap"]["builtin_av/ours"]["mean"][method]
+        assert cell == {"mean": pytest.approx(round((a + b) / 2, 4)), "std": pytest.approx(round(abs(a - b) / math.sqrt(2), 4)),
+                        "n": 2}
+    item = metrics["claims"]["e_modality_gap"]["items"]["builtin_av"]
+    assert item["verdict"] == "holds"
+    write_embeddings(tree, per_seed=False)
+    _, metrics = _build(tree)
+    assert metrics["claims"]["e_modality_gap"]["summary"] == "inconclusive (3 inconclusive of 3 comparisons)"
+    assert metrics["modality_gap"]["builtin_av/ours"]["mean"]["mla"]["n"] == 1
     assert "centroids" in doc["definition"]
 
 

@@ -35,16 +35,25 @@ def test_embeddings(method: Method, data, batch_size: int) -> dict[str, np.ndarr
 
 
 def analyse_dataset(cfg: dict, dataset: str) -> None:
-    """Write embeddings of each compared method, then the gap and t-SNE, atomically."""
+    """Write the embeddings of each compared method at ``analysis.seed``, then the gap and t-SNE,
+    atomically; the gap is also measured on every other seed's run (``gap_per_seed`` in gap.json),
+    so the report can give it a spread and the claim on it an interval."""
+    from mla.analysis.gap import gap_summary
     from mla.analysis.tsne import analyse
 
     set_threads(cfg["threads"])
     seed = cfg["analysis"]["seed"]
     ds = load_dataset(cfg, dataset)
+    inputs, batch_size = model_for(cfg, dataset)["inputs"], cfg["training"]["eval_batch_size"]
+    per_seed: dict[str, dict[str, dict[str, float]]] = {}
     with atomic_directory(grid.analysis_dir(cfg, dataset)) as tmp:
         for job in grid.analysis_jobs(cfg)[dataset]:
-            method = load_trained(cfg, job, ds, seed)
-            data, _ = split_tensors(ds, method.modalities, seed, None, model_for(cfg, dataset)["inputs"])
-            save_npz(tmp / f"embeddings_{job.method}.npz",
-                     test_embeddings(method, data["test"], cfg["training"]["eval_batch_size"]))
-        analyse(cfg, dataset, str(tmp))
+            for s in cfg["seeds"]:
+                method = load_trained(cfg, job, ds, s)
+                data, _ = split_tensors(ds, method.modalities, s, None, inputs)
+                emb = test_embeddings(method, data["test"], batch_size)
+                per_seed.setdefault(job.method, {})[str(s)] = gap_summary(
+                    {m: emb[f"features_{m}"] for m in ds.modalities})
+                if s == seed:
+                    save_npz(tmp / f"embeddings_{job.method}.npz", emb)
+        analyse(cfg, dataset, str(tmp), per_seed)

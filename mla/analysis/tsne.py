@@ -71,11 +71,14 @@ def load_embeddings(path: str | Path, modalities: tuple[str, ...]) -> tuple[dict
         return {m: z[f"features_{m}"] for m in modalities}, z["labels"]
 
 
-def analyse(cfg: dict, dataset: str, out_dir: str) -> None:
+def analyse(cfg: dict, dataset: str, out_dir: str,
+            per_seed: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
     """Write ``gap.json`` and ``tsne.npz`` from the ``embeddings_<method>.npz`` files in ``out_dir``.
 
     The gap uses every test sample; t-SNE uses ``analysis.tsne_points`` samples per modality,
-    seeded with ``analysis.seed``.
+    seeded with ``analysis.seed``. ``per_seed`` (method -> seed -> pair -> gap, measured on every
+    seed's run) is written as ``gap_per_seed``; ``gap`` is the ``analysis.seed`` run's, which the
+    t-SNE shows.
     """
     out = Path(out_dir)
     modalities = catalog.dataset_info(dataset).modalities
@@ -94,6 +97,8 @@ def analyse(cfg: dict, dataset: str, out_dir: str) -> None:
         "dataset": dataset,
         "definition": DEFINITION,
         "gap": gaps,
+        "gap_per_seed": {m: {s: {k: round(v, 4) for k, v in g.items()} for s, g in by_seed.items()}
+                         for m, by_seed in (per_seed or {}).items()},
         "modalities": list(modalities),
         "n_samples": n_samples,
         "seed": seed,

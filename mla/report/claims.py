@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from mla import catalog
-from mla.report.collect import JobResult, Stat
+from mla.report.collect import JobResult, Stat, gap_stats
 from mla.report.tables import ablation_cells, find_job
 from mla.report.verdicts import (CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_APPLICABLE, NOT_EVALUATED, RULE,
                                  smallest_significant, verdict, welch)
@@ -181,13 +181,12 @@ def claim_gap(cfg: dict, gaps: dict[str, dict], paper: dict) -> Claim:
               f"prints {ref.get('concat')} for Concat and {ref.get('mla')} for MLA on "
               f"{ref.get('dataset')}, {' vs '.join(ref.get('modalities', []))}).")
     for d in cfg["analysis"]["datasets"]:
-        g = gaps.get(d, {}).get("gap", {})
-        st = {m: Stat(float(g[m]["mean"]), None, 1) for m in ("mla", "concat") if m in g}
-        pairs = ", ".join(f"{m} {k} {v:.4f}" for m in ("concat", "mla") if m in g
+        g = gap_stats(gaps.get(d, {}))   # over seeds: every seed's run is measured
+        st = {m: g[m]["mean"] for m in ("mla", "concat") if m in g}
+        pairs = ", ".join(f"{m} {k} {v.mean:.4f}" for m in ("concat", "mla") if m in g
                           for k, v in g[m].items() if k != "mean")
-        seed = gaps.get(d, {}).get("seed")
-        c.items.append(compare(f"{d} (seed {seed})", st.get("mla"), st.get("concat"), "mla", "concat",
-                               digits=4, extra=f"; per pair: {pairs}" if pairs else ""))
+        c.items.append(compare(d, st.get("mla"), st.get("concat"), "mla", "concat",
+                               digits=4, extra=f"; per pair (seed means): {pairs}" if pairs else ""))
     return c
 
 

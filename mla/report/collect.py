@@ -111,6 +111,16 @@ def collect(cfg: dict) -> dict[str, JobResult]:
     return {j.id: load_job(j) for j in grid.jobs(cfg)}
 
 
+def gap_stats(doc: dict) -> dict[str, dict[str, Stat]]:
+    """Method -> modality pair (and ``mean``) -> Stat of the modality gap over the seeds of a
+    ``gap.json`` (``gap_per_seed``); an analysis without it gives its one seed's gap (n = 1)."""
+    per_seed = doc.get("gap_per_seed") or {}
+    if per_seed:
+        return {m: {k: stat(g[k] for g in by_seed.values()) for k in next(iter(by_seed.values()))}
+                for m, by_seed in per_seed.items() if by_seed}
+    return {m: {k: Stat(float(v), None, 1) for k, v in g.items()} for m, g in doc.get("gap", {}).items()}
+
+
 def load_gaps(cfg: dict) -> dict[str, dict]:
     """``gap.json`` of every analysed dataset."""
     return {d: read_json(Path(grid.analysis_dir(cfg, d)) / "gap.json") for d in cfg["analysis"]["datasets"]}

@@ -33,7 +33,8 @@ def scores(metrics: dict) -> dict:
         row = {v: _mean(c) for v, c in (block.get("multi") or {}).items()}
         out["table3"][d] = {v: x for v, x in row.items() if x is not None}
     for d, block in _ours(metrics.get("modality_gap", {})).items():
-        out["modality_gap"][d] = {m: x for m, x in (block.get("mean") or {}).items() if isinstance(x, (int, float))}
+        row = {m: _mean(c) for m, c in (block.get("mean") or {}).items()}
+        out["modality_gap"][d] = {m: x for m, x in row.items() if x is not None}
     return {k: {d: v for d, v in t.items() if v} for k, t in out.items()}
 
 
