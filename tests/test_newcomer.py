@@ -362,7 +362,7 @@ def test_scores_keep_only_our_means():
                    "d/paper": {"multi": {"mla": 79.7}}, "d/diff": {"multi": {"mla": 0.3}}},
         "table2": {"d/ours": {"mla": {"10%": cell(70.0), "20%": None}, "cca": {"10%": None}}},
         "table3": {"d/ours": {"multi": {"none": cell(60.0), "hgm_df": cell(61.0)}}},
-        "modality_gap": {"d/ours": {"mean": {"concat": 1.2, "mla": 0.9}, "audio-text": {"mla": 0.8}},
+        "modality_gap": {"d/ours": {"mean": {"concat": cell(1.2), "mla": cell(0.9)}, "audio-text": {"mla": cell(0.8)}},
                          "d/paper": {"text-vision": {"mla": 0.94}}},
         "claims": {"a": {"verdict": "holds"}},
     }
