@@ -46,6 +46,7 @@ import torch
 from mla import catalog, config, grid
 from mla.evaluate import accuracies, split_metrics
 from mla.report import readme
+from mla.report.readme import pass_fail
 from mla.report.verdicts import smallest_significant
 from mla.train import build_method, job_split_tensors, load_dataset, set_threads, train_run
 
@@ -198,12 +199,11 @@ def summarise(records: list[dict]) -> dict:
         else:
             rng = convergence_range([r["val_curve"] for r in rs])
         sel = [r["selected_epoch"] for r in rs if r["selected_epoch"] is not None]
-        cells.append({"dataset": d, "cell": tag, "mean": float(np.mean(acc)), "std": seed_std(acc),
+        sd = seed_std(acc)
+        cells.append({"dataset": d, "cell": tag, "mean": float(np.mean(acc)), "std": sd,
                       "range": rng, "converged": None if rng is None else rng <= CONVERGED_RANGE,
-                      "selected_epoch": statistics.median(sel) if sel else None,
+                      "stable": sd <= STABLE_MAX, "selected_epoch": statistics.median(sel) if sel else None,
                       "s_per_run": float(np.mean([r["wall_s"] for r in rs]))})
-    for c in cells:
-        c["stable"] = c["std"] <= STABLE_MAX
     lazy = {}
     for d in dict.fromkeys(d for d, _ in groups):
         if (d, "concat") not in groups:
@@ -235,20 +235,16 @@ def summarise(records: list[dict]) -> dict:
     return {"cells": cells, "lazy": lazy, "stability": stability, "pass": ok}
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def print_summary(summary: dict) -> None:
     """Print :func:`summarise`'s result: one row per cell, the laziness, the stability line."""
     print(f"\n{'dataset':12s} {'cell':20s} {'test multi':>15s} {'std':>5s} {'stable':>6s} {'range':>5s} {'conv':>4s}"
           f" {'sel.ep':>6s} {'s/run':>6s}")
     for c in summary["cells"]:
         rng = "-" if c["range"] is None else f"{c['range']:5.2f}"
-        conv = "n/a" if c["converged"] is None else verdict(c["converged"])
+        conv = "n/a" if c["converged"] is None else pass_fail(c["converged"])
         sel = "-" if c["selected_epoch"] is None else c["selected_epoch"]
         print(f"{c['dataset']:12s} {c['cell']:20s} {c['mean']:7.2f} +- {c['std']:5.2f} {'':5s} "
-              f"{verdict(c['stable']):>6s} {rng:>5s} {conv:>4s} {sel:>6} {c['s_per_run']:6.1f}")
+              f"{pass_fail(c['stable']):>6s} {rng:>5s} {conv:>4s} {sel:>6} {c['s_per_run']:6.1f}")
     print("\nlaziness (test accuracy of a modality: trained alone vs read from concat's encoder)")
     for d, v in summary["lazy"].items():
         if v.get("missing"):
@@ -261,14 +257,14 @@ def print_summary(summary: dict) -> None:
             print(f"{d:12s} {r['modality']:6s} alone {r['alone_mean']:6.2f} +- {r['alone_std']:5.2f}  concat "
                   f"{r['joint_mean']:6.2f} +- {r['joint_std']:5.2f}  gap {r['gap']:6.2f} (2 pooled sd "
                   f"{r['two_pooled_sd']:5.2f})  {'lazy' if r['lazy'] else 'not lazy'}")
-        print(f"{d:12s} lazy: {verdict(v['pass'])}")
+        print(f"{d:12s} lazy: {pass_fail(v['pass'])}")
     s = summary["stability"]
     print(f"\nstability over {s['cells']} cells, {s['seeds']} seeds: median seed std {s['median_std']:.2f} "
-          f"({verdict(s['median_std'] <= STABLE_MEDIAN)} <= {STABLE_MEDIAN}), max {s['max_std']:.2f} "
-          f"({verdict(s['max_std'] <= STABLE_MAX)} <= {STABLE_MAX}); smallest significant difference at "
+          f"({pass_fail(s['median_std'] <= STABLE_MEDIAN)} <= {STABLE_MEDIAN}), max {s['max_std']:.2f} "
+          f"({pass_fail(s['max_std'] <= STABLE_MAX)} <= {STABLE_MAX}); smallest significant difference at "
           f"the median: {s['smallest_significant']:.2f} points "
-          f"({verdict(s['smallest_significant'] <= SIGNIFICANT_MAX)} <= {SIGNIFICANT_MAX})")
-    print(f"all criteria: {verdict(summary['pass'])}")
+          f"({pass_fail(s['smallest_significant'] <= SIGNIFICANT_MAX)} <= {SIGNIFICANT_MAX})")
+    print(f"all criteria: {pass_fail(summary['pass'])}")
 
 
 def settings(cfg: dict, datasets: list[str], seeds: list[int]) -> str:

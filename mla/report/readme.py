@@ -63,11 +63,15 @@ def timing_md(bench: dict) -> str:
             "up; `docs/benchmark.md` has the breakdown.\n")
 
 
+def pass_fail(ok: bool) -> str:
+    """How a calibration criterion's outcome is printed (here and by bench/calibration_criteria.py)."""
+    return "PASS" if ok else "FAIL"
+
+
 def calibration_md(calib: dict) -> str:
     """The ``calibration`` block from ``bench/calibration_criteria.py --write``'s JSON: each criterion's
     verdict with the figures behind it (per dataset the lazy modality with the largest gap)."""
     t, s = calib["thresholds"], calib["stability"]
-    verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     lazy = []
     for d, v in calib["lazy"].items():
         found = [r for r in v["modalities"] if r.get("lazy")]
@@ -83,13 +87,13 @@ def calibration_md(calib: dict) -> str:
         f"Calibration of the built-in benchmark, measured on this run (`bench/calibration_criteria.py --from-results "
         f"--write` at commit `{calib['commit']}`, {len(calib['seeds'])} seeds; the criteria, and the settings rejected "
         f"on the way: [docs/benchmark.md](docs/benchmark.md#calibration)):", "",
-        f"- **lazy** ({verdict(all(v['pass'] for v in calib['lazy'].values()))}): on every dataset some modality read "
+        f"- **lazy** ({pass_fail(all(v['pass'] for v in calib['lazy'].values()))}): on every dataset some modality read "
         f"from concat is at least {t['lazy_gap']:g} points and {t['lazy_sigmas']:g} pooled standard deviations below "
         f"the same encoder trained alone: {'; '.join(lazy)};",
-        f"- **converged** ({verdict(n_conv == len(judged))}, {n_conv} of {len(judged)} cells): the seed-mean "
+        f"- **converged** ({pass_fail(n_conv == len(judged))}, {n_conv} of {len(judged)} cells): the seed-mean "
         f"validation accuracy moves at most {t['converged_range']:g} points over the last {calib['last_quarter']} of "
         f"{calib['epochs']} epochs (the most: {widest['range']:.2f}, {widest['cell']} on `{widest['dataset']}`);",
-        f"- **stable** ({verdict(s['pass'])}): over the {s['cells']} cells (every method and each modality alone) the "
+        f"- **stable** ({pass_fail(s['pass'])}): over the {s['cells']} cells (every method and each modality alone) the "
         f"median seed std is {s['median_std']:.2f} points (at most {t['stable_median']:g}) and the largest "
         f"{s['max_std']:.2f} ({s['max_std_cell']}; at most {t['stable_max']:g}), so "
         f"{len(calib['seeds'])} seeds call a difference of {s['smallest_significant']:.2f} points significant at the "
